@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class PacsConfig(AppConfig):
+    name = "noctis_pro.pacs"
+    label = "pacs"

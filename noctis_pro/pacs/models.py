@@ -1,0 +1,156 @@
+"""The archive's index: Patient > Study > Series > Instance, and the Receipt outbox.
+
+Tables have explicit names because others rely on them: the Rust SCP writes pacs_receipt
+(dicom_scp_server/src/receipt.rs) and FastAPI reads all of them (fastapi_app/sql.py). A rename is a migration
+plus the Rust and SQL changes, in one commit.
+"""
+
+from django.contrib.postgres.indexes import GinIndex, OpClass
+from django.db import models
+from django.db.models import Q
+from django.db.models.functions import Now, Upper
+
+UID_LENGTH = 64
+
+
+class Patient(models.Model):
+    """Identified by (PatientID, IssuerOfPatientID) as sent; the name is the latest one received."""
+
+    patient_id = models.CharField(max_length=64)
+    issuer_of_patient_id = models.CharField(max_length=64, blank=True, default="")
+    patient_name = models.CharField(max_length=324, blank=True, default="")
+    birth_date = models.DateField(null=True, blank=True)
+    sex = models.CharField(max_length=16, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "pacs_patient"
+        constraints = [
+            models.UniqueConstraint(fields=["patient_id", "issuer_of_patient_id"], name="patient_identity"),
+        ]
+        indexes = [
+            # Case-insensitive name search with wildcards (ILIKE) stays fast at a million rows.
+            GinIndex(OpClass(Upper("patient_name"), name="gin_trgm_ops"), name="patient_name_trgm"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.patient_name} ({self.patient_id})"
+
+
+class Study(models.Model):
+    study_instance_uid = models.CharField(max_length=UID_LENGTH, unique=True)
+    patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="studies")
+    study_date = models.DateField(null=True, blank=True)
+    study_time = models.TimeField(null=True, blank=True)
+    accession_number = models.CharField(max_length=64, blank=True, default="")
+    study_id = models.CharField(max_length=64, blank=True, default="")
+    study_description = models.CharField(max_length=255, blank=True, default="")
+    referring_physician_name = models.CharField(max_length=324, blank=True, default="")
+    institution_name = models.CharField(max_length=128, blank=True, default="")
+    # Derived from its series and instances; kept right by pacs.indexing on every change.
+    modalities_in_study = models.CharField(max_length=128, blank=True, default="")  # "CT\MR"
+    number_of_series = models.PositiveIntegerField(default=0)
+    number_of_instances = models.PositiveIntegerField(default=0)
+    calling_ae = models.CharField(max_length=16, blank=True, default="")
+    received_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "pacs_study"
+        indexes = [
+            models.Index(fields=["-study_date", "-study_time"], name="study_date_desc"),
+            models.Index(fields=["accession_number"], name="study_accession"),
+            models.Index(fields=["-received_at"], name="study_received_desc"),
+            GinIndex(OpClass("modalities_in_study", name="gin_trgm_ops"), name="study_modalities_trgm"),
+        ]
+
+    def __str__(self) -> str:
+        return self.study_instance_uid
+
+    @property
+    def modalities(self) -> list[str]:
+        return [m for m in self.modalities_in_study.split("\\") if m]
+
+
+class Series(models.Model):
+    series_instance_uid = models.CharField(max_length=UID_LENGTH, unique=True)
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="series")
+    modality = models.CharField(max_length=16, blank=True, default="")
+    series_number = models.IntegerField(null=True, blank=True)
+    series_description = models.CharField(max_length=255, blank=True, default="")
+    body_part_examined = models.CharField(max_length=64, blank=True, default="")
+    series_date = models.DateField(null=True, blank=True)
+    series_time = models.TimeField(null=True, blank=True)
+    number_of_instances = models.PositiveIntegerField(default=0)
+    # Relative to MEDIA_ROOT; made by the thumbnail task.
+    thumbnail = models.CharField(max_length=255, blank=True, default="")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "pacs_series"
+        indexes = [
+            models.Index(fields=["study", "series_number"], name="series_study_number"),
+            models.Index(fields=["modality"], name="series_modality"),
+        ]
+
+    def __str__(self) -> str:
+        return self.series_instance_uid
+
+
+class Instance(models.Model):
+    sop_instance_uid = models.CharField(max_length=UID_LENGTH, unique=True)
+    series = models.ForeignKey(Series, on_delete=models.CASCADE, related_name="instances")
+    sop_class_uid = models.CharField(max_length=UID_LENGTH)
+    instance_number = models.IntegerField(null=True, blank=True)
+    transfer_syntax_uid = models.CharField(max_length=UID_LENGTH)
+    path = models.CharField(max_length=300)  # relative to STORAGE_ROOT
+    size_bytes = models.BigIntegerField()
+    sha256 = models.CharField(max_length=64)
+    rows = models.IntegerField(null=True, blank=True)
+    columns = models.IntegerField(null=True, blank=True)
+    number_of_frames = models.IntegerField(null=True, blank=True)
+    attrs = models.JSONField(default=dict, blank=True)
+    received_at = models.DateTimeField()
+    indexed_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "pacs_instance"
+        indexes = [models.Index(fields=["series", "instance_number"], name="instance_series_number")]
+
+    def __str__(self) -> str:
+        return self.sop_instance_uid
+
+
+class Receipt(models.Model):
+    """Outbox row: one per SOP Instance UID, the truth of what was stored.
+
+    Written by dicom_scp_server/src/receipt.rs (C-STORE) and fastapi_app/sql.py (STOW-RS); read by
+    pacs.indexing. Columns are pinned by tests/contracts/receipt.json.
+    """
+
+    sop_instance_uid = models.CharField(max_length=UID_LENGTH, unique=True)
+    sop_class_uid = models.CharField(max_length=UID_LENGTH)
+    study_instance_uid = models.CharField(max_length=UID_LENGTH)
+    series_instance_uid = models.CharField(max_length=UID_LENGTH)
+    transfer_syntax_uid = models.CharField(max_length=UID_LENGTH)
+    path = models.CharField(max_length=300)  # relative to STORAGE_ROOT
+    size_bytes = models.BigIntegerField()
+    sha256 = models.CharField(max_length=64)
+    calling_ae = models.CharField(max_length=16, blank=True, db_default="")
+    called_ae = models.CharField(max_length=16, blank=True, db_default="")
+    source = models.CharField(max_length=8)  # contracts.receipt.SOURCE_DIMSE / SOURCE_STOW
+    attrs = models.JSONField(default=dict)
+    received_at = models.DateTimeField(db_default=Now())
+    indexed_at = models.DateTimeField(null=True, blank=True)
+    index_attempts = models.PositiveIntegerField(db_default=0)
+    index_error = models.TextField(blank=True, db_default="")
+
+    class Meta:
+        db_table = "pacs_receipt"  # others rely on it: rename = migration + Rust + SQL in one commit
+        indexes = [
+            models.Index(fields=["received_at"], condition=Q(indexed_at=None), name="receipt_pending"),
+        ]
+
+    def __str__(self) -> str:
+        return f"receipt {self.pk} {self.sop_instance_uid}"

@@ -1,0 +1,1 @@
+"""Settings: base.py (everything, from the environment), local.py, production.py, test.py."""
