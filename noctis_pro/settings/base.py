@@ -13,8 +13,8 @@ from noctis_pro.core.config import ConfigError
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
 env = environ.Env()
-# .env is written by `make run`; real environment variables win over it.
-environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+# .env is written by `make run` (NOCTIS_ENV_FILE points elsewhere, e.g. in tests); real environment wins.
+environ.Env.read_env(env.str("NOCTIS_ENV_FILE", default=str(BASE_DIR / ".env")), overwrite=False)
 
 
 def required(name: str) -> str:
