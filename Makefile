@@ -1,0 +1,60 @@
+# Two commands: `make run` starts everything on this machine; `make test` runs every test.
+# `make help` lists the rest.
+
+SHELL := /bin/bash
+PY_VERSION ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+SCP := dicom_scp_server
+export TCP_NODELAY := 1
+
+.DEFAULT_GOAL := help
+.PHONY: help run test lint lint-python lint-rust migrations-check fmt bench install install-test clean
+
+help:  ## list the targets
+	@awk -F ':.*## ' '/^[a-z-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+run: install  ## install what is missing, build, migrate and start every service (Ctrl-C stops)
+	$(PY) -m ops.run
+
+test: install-test lint  ## every test: lint, cargo test, pytest (unit, integration, e2e, browser)
+	$(PY) -m ops.testrun
+
+bench: install-test  ## ingest benchmark against dcmtk storescp (figures, not pass/fail)
+	$(PY) -m ops.bench
+
+lint: lint-python lint-rust migrations-check  ## what CI and pre-commit enforce
+
+lint-python: install-test  ## ruff check + format check
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+lint-rust:  ## cargo fmt + clippy, warnings are errors
+	cd $(SCP) && cargo fmt --all -- --check && cargo clippy --release --all-targets -- -D warnings
+
+migrations-check: install-test  ## Django owns the schema: models and migrations agree
+	DJANGO_SETTINGS_MODULE=noctis_pro.settings.test $(PY) manage.py makemigrations --check --dry-run
+
+fmt: install-test  ## format Python and Rust
+	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format . && cd $(SCP) && cargo fmt --all
+
+install: $(VENV)/.run-installed scp-release  ## Debian packages, the virtualenv, the release SCP
+
+install-test: $(VENV)/.test-installed scp-release
+
+$(VENV)/.run-installed: requirements.txt
+	@ops/install-system.sh run
+	@test -x $(PY) || $(PY_VERSION) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	@touch $@
+
+$(VENV)/.test-installed: $(VENV)/.run-installed requirements-dev.txt
+	@ops/install-system.sh test
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	@touch $@
+
+.PHONY: scp-release
+scp-release: $(VENV)/.run-installed
+	cd $(SCP) && cargo build --release --locked
+
+clean:  ## remove build output and the virtualenv (keeps var/: the embedded database and images)
+	rm -rf $(SCP)/target $(VENV)
