@@ -169,8 +169,6 @@ def main() -> int:
         for sub in ("storage", "media", "static", "log"):
             (cfg.var_dir / sub).mkdir(parents=True, exist_ok=True)
         envfile_write(cfg.envfile, cfg.env, header="Written by `make run`: what it chose. Never commit this file.")
-        if cfg.embedded_postgres:
-            embedded.postgres_init(embedded.postgres_data_dir(cfg.var_dir), password=cfg.env["NOCTIS_PG_PASSWORD"])
         plan = stack_plan(
             root=ROOT,
             var_dir=cfg.var_dir,
@@ -179,6 +177,8 @@ def main() -> int:
             embedded_redis=cfg.embedded_redis,
         )
         ports_check(plan, cfg.env)
+        if cfg.embedded_postgres:
+            embedded.postgres_init(embedded.postgres_data_dir(cfg.var_dir), password=cfg.env["NOCTIS_PG_PASSWORD"])
         nginx_render(cfg)
     except (ConfigError, embedded.EmbeddedError) as e:
         print(f"make run: {e}", file=sys.stderr)
@@ -197,10 +197,10 @@ def main() -> int:
         print(f"make run: {e}", file=sys.stderr)
         return 1
     print(banner(cfg), flush=True)
-    code = supervisor.wait()
+    supervisor.wait()
     supervisor.stop()
     print("NoctisPro stopped", flush=True)
-    return code
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Start the plan's services in order, each ready before the next; prefix their logs; stop them all together.
 
-One service exiting stops the rest (nothing runs half-configured); Ctrl-C or SIGTERM stops all in reverse order.
+A service that fails to start stops the rest (nothing runs half-configured); one that dies later is restarted
+with back-off; Ctrl-C or SIGTERM stops all in reverse order.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import TextIO
 from ops.services import Service, Step
 
 STOP_GRACE_SECONDS = 15.0
+RESTART_MAX_DELAY_SECONDS = 10.0
 
 
 class StartError(RuntimeError):
@@ -86,11 +88,16 @@ class Supervisor:
         if code != 0:
             raise StartError(f"{step.name} failed with exit code {code} (see its lines above)")
 
+    def _launch(self, service: Service) -> _Running:
+        running = _Running(service, self._spawn(service.name, service.argv, service.env))
+        log_path = self.log_dir / f"{service.name}.log"
+        threading.Thread(target=self._pump, args=(running, log_path), daemon=True).start()
+        return running
+
     def _start_service(self, service: Service) -> None:
-        proc = self._spawn(service.name, service.argv, service.env)
-        running = _Running(service, proc)
+        running = self._launch(service)
+        proc = running.proc
         self.running.append(running)
-        threading.Thread(target=self._pump, args=(running, self.log_dir / f"{service.name}.log"), daemon=True).start()
         deadline = time.monotonic() + service.ready_timeout
         while time.monotonic() < deadline:
             if self.stopping.is_set():
@@ -119,17 +126,23 @@ class Supervisor:
             self.stop()
             raise
 
-    def wait(self) -> int:
-        """Block until a stop is asked (returns 0) or a service exits by itself (returns 1)."""
+    def wait(self) -> None:
+        """Block until a stop is asked. A service that exits by itself is restarted with back-off (as compose's
+        `restart: unless-stopped` would), and its exit is logged."""
+        restarts: dict[str, int] = {}
         while not self.stopping.is_set():
-            for running in self.running:
+            for index, running in enumerate(self.running):
                 code = running.proc.poll()
-                if code is not None:
-                    self._emit(running.service.name, f"exited with code {code}; stopping everything")
-                    self.stop()
-                    return 1
+                if code is None or self.stopping.is_set():
+                    continue
+                count = restarts.get(running.service.name, 0)
+                restarts[running.service.name] = count + 1
+                delay = min(0.5 * 2**count, RESTART_MAX_DELAY_SECONDS)
+                self._emit(running.service.name, f"exited with code {code}; restarting in {delay:.1f}s")
+                if self.stopping.wait(delay):
+                    break
+                self.running[index] = self._launch(running.service)
             self.stopping.wait(0.5)
-        return 0
 
     def stop(self) -> None:
         self.stopping.set()
