@@ -90,6 +90,8 @@ class Supervisor:
 
     def _launch(self, service: Service) -> _Running:
         running = _Running(service, self._spawn(service.name, service.argv, service.env))
+        # Each service leads its own process group; ops (and the e2e tests) signal it through this file.
+        (self.log_dir / f"{service.name}.pid").write_text(f"{running.proc.pid}\n")
         log_path = self.log_dir / f"{service.name}.log"
         threading.Thread(target=self._pump, args=(running, log_path), daemon=True).start()
         return running
