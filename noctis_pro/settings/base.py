@@ -52,6 +52,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "noctis_pro.core.middleware.DomainErrorMiddleware",
 ]
 
 ROOT_URLCONF = "noctis_pro.urls"
@@ -108,6 +109,8 @@ STORAGE_ROOT = Path(env.str("STORAGE_ROOT", default=str(BASE_DIR / "var" / "stor
 WEBHOOK_SECRET = env.str("WEBHOOK_SECRET", default="")
 # Receipts not indexed this many seconds after arrival are indexed by the reconciler (a lost webhook).
 RECONCILE_AFTER_SECONDS = env.int("RECONCILE_AFTER_SECONDS", default=5)
+# A receipt whose data stays unusable is retried by the reconciler this many times, then left for a human.
+MAX_INDEX_ATTEMPTS = env.int("MAX_INDEX_ATTEMPTS", default=5)
 
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
 CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default=REDIS_URL)
@@ -123,6 +126,8 @@ CELERY_BEAT_SCHEDULE = {
 }
 
 AI_POLL_SECONDS = env.float("AI_POLL_SECONDS", default=1.0)
+# A running analysis whose processor has been silent this long is taken again (its processor died).
+AI_STUCK_AFTER_SECONDS = env.int("AI_STUCK_AFTER_SECONDS", default=600)
 
 LOGGING = {
     "version": 1,

@@ -1,8 +1,8 @@
 """Production (containers): secrets required, secure cookies behind nginx's TLS."""
 
+from noctis_pro.core.config import check_secret_key
 from noctis_pro.settings.base import *  # noqa: F403
 from noctis_pro.settings.base import env, required
-from noctis_pro.core.config import check_secret_key
 
 DEBUG = False
 SECRET_KEY = required("DJANGO_SECRET_KEY")

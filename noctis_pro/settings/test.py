@@ -6,4 +6,4 @@ from noctis_pro.settings.base import env
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="test-only-secret-key-not-for-any-deployment-0123456789")
 WEBHOOK_SECRET = env.str("WEBHOOK_SECRET", default="test-webhook-secret")
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast hashing in tests only
-DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405
+DATABASES["default"]["CONN_MAX_AGE"] = 0
