@@ -1,0 +1,302 @@
+"""The single indexing path: receipts (the outbox the SCP and STOW-RS write) become Patient/Study/Series/Instance.
+
+The webhook, the reconciler task and (through the webhook) STOW-RS all end in `receipts_index`. One transaction
+per batch; a fixed number of queries per batch (no query per instance); idempotent on SOP Instance UID.
+Events and Celery work go out only after the commit.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count, F, OuterRef, Subquery, Value
+from django.db.models.functions import Coalesce, Now
+from django.utils import timezone
+
+from noctis_pro.contracts.events import StudyUpdated
+from noctis_pro.contracts.uids import uid_problem
+from noctis_pro.core.events import publish_on_commit
+from noctis_pro.pacs import dicom_values as dv
+from noctis_pro.pacs.models import Instance, Patient, Receipt, Series, Study
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class IndexResult:
+    indexed: list[int] = field(default_factory=list)  # receipt ids indexed by this call
+    skipped: list[int] = field(default_factory=list)  # unknown, already indexed, or locked by another indexer
+    failed: dict[int, str] = field(default_factory=dict)  # receipt id -> why its data is unusable
+    studies: list[str] = field(default_factory=list)  # Study Instance UIDs touched
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "indexed": len(self.indexed),
+            "indexed_ids": self.indexed,
+            "skipped_ids": self.skipped,
+            "failed": [{"id": rid, "error": err} for rid, err in sorted(self.failed.items())],
+            "studies": self.studies,
+        }
+
+
+def _field_len(model: type, name: str) -> int:
+    return int(model._meta.get_field(name).max_length)
+
+
+def receipt_problem(*, receipt: Receipt) -> str | None:
+    """Why this receipt cannot be indexed, or None. Checks what would otherwise corrupt the index or crash."""
+    if not isinstance(receipt.attrs, dict):
+        return "attrs is not a JSON object"
+    for name, value in (
+        ("StudyInstanceUID", receipt.study_instance_uid),
+        ("SeriesInstanceUID", receipt.series_instance_uid),
+        ("SOPInstanceUID", receipt.sop_instance_uid),
+        ("SOPClassUID", receipt.sop_class_uid),
+        ("TransferSyntaxUID", receipt.transfer_syntax_uid),
+    ):
+        problem = uid_problem(value)
+        if problem is not None:
+            return f"{name} {value!r} is {problem}"
+    path = PurePosixPath(receipt.path or "")
+    if not receipt.path or path.is_absolute() or ".." in path.parts:
+        return f"path {receipt.path!r} is not a relative path under STORAGE_ROOT"
+    if not (settings.STORAGE_ROOT / receipt.path).is_file():
+        return f"file {receipt.path} is missing under STORAGE_ROOT"
+    return None
+
+
+def _patient_fields(attrs: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "patient_id": dv.clip(attrs.get("PatientID"), _field_len(Patient, "patient_id")),
+        "issuer_of_patient_id": dv.clip(attrs.get("IssuerOfPatientID"), _field_len(Patient, "issuer_of_patient_id")),
+        "patient_name": dv.clip(attrs.get("PatientName"), _field_len(Patient, "patient_name")),
+        "birth_date": dv.date_parse(attrs.get("PatientBirthDate")),
+        "sex": dv.clip(attrs.get("PatientSex"), _field_len(Patient, "sex")),
+    }
+
+
+def _study_fields(attrs: dict[str, Any], receipt: Receipt) -> dict[str, Any]:
+    return {
+        "study_date": dv.date_parse(attrs.get("StudyDate")),
+        "study_time": dv.time_parse(attrs.get("StudyTime")),
+        "accession_number": dv.clip(attrs.get("AccessionNumber"), _field_len(Study, "accession_number")),
+        "study_id": dv.clip(attrs.get("StudyID"), _field_len(Study, "study_id")),
+        "study_description": dv.clip(attrs.get("StudyDescription"), _field_len(Study, "study_description")),
+        "referring_physician_name": dv.clip(
+            attrs.get("ReferringPhysicianName"), _field_len(Study, "referring_physician_name")
+        ),
+        "institution_name": dv.clip(attrs.get("InstitutionName"), _field_len(Study, "institution_name")),
+        "calling_ae": dv.clip(receipt.calling_ae, _field_len(Study, "calling_ae")),
+    }
+
+
+def _series_fields(attrs: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "modality": dv.clip(attrs.get("Modality"), _field_len(Series, "modality")).upper(),
+        "series_number": dv.int_parse(attrs.get("SeriesNumber")),
+        "series_description": dv.clip(attrs.get("SeriesDescription"), _field_len(Series, "series_description")),
+        "body_part_examined": dv.clip(attrs.get("BodyPartExamined"), _field_len(Series, "body_part_examined")),
+        "series_date": dv.date_parse(attrs.get("SeriesDate")),
+        "series_time": dv.time_parse(attrs.get("SeriesTime")),
+    }
+
+
+def _instance_fields(attrs: dict[str, Any], receipt: Receipt) -> dict[str, Any]:
+    return {
+        "sop_class_uid": receipt.sop_class_uid,
+        "instance_number": dv.int_parse(attrs.get("InstanceNumber")),
+        "transfer_syntax_uid": receipt.transfer_syntax_uid,
+        "path": receipt.path,
+        "size_bytes": receipt.size_bytes,
+        "sha256": receipt.sha256,
+        "rows": dv.int_parse(attrs.get("Rows")),
+        "columns": dv.int_parse(attrs.get("Columns")),
+        "number_of_frames": dv.int_parse(attrs.get("NumberOfFrames")),
+        "attrs": attrs,
+        "received_at": receipt.received_at,
+    }
+
+
+def _usable_receipts(receipts: list[Receipt], failed: dict[int, str]) -> list[Receipt]:
+    """Receipts whose data can be indexed; the others get a reason in `failed`.
+
+    A series belongs to one study and an instance to one series: a receipt that contradicts the index (or an
+    earlier receipt of the same batch) is refused rather than moving rows between studies.
+    """
+    candidates = []
+    for receipt in receipts:
+        problem = receipt_problem(receipt=receipt)
+        if problem is None:
+            candidates.append(receipt)
+        else:
+            failed[receipt.pk] = problem
+    series_study = dict(
+        Series.objects.filter(series_instance_uid__in={r.series_instance_uid for r in candidates}).values_list(
+            "series_instance_uid", "study__study_instance_uid"
+        )
+    )
+    instance_series = dict(
+        Instance.objects.filter(sop_instance_uid__in={r.sop_instance_uid for r in candidates}).values_list(
+            "sop_instance_uid", "series__series_instance_uid"
+        )
+    )
+    usable = []
+    for receipt in candidates:
+        known_study = series_study.setdefault(receipt.series_instance_uid, receipt.study_instance_uid)
+        if known_study != receipt.study_instance_uid:
+            failed[receipt.pk] = f"series {receipt.series_instance_uid} already belongs to study {known_study}"
+            continue
+        known_series = instance_series.setdefault(receipt.sop_instance_uid, receipt.series_instance_uid)
+        if known_series != receipt.series_instance_uid:
+            failed[receipt.pk] = f"instance {receipt.sop_instance_uid} already belongs to series {known_series}"
+            continue
+        usable.append(receipt)
+    return usable
+
+
+def _upsert(model: type, rows: list[Any], *, unique: list[str], update: list[str]) -> None:
+    if rows:
+        model.objects.bulk_create(rows, update_conflicts=True, unique_fields=unique, update_fields=update)
+
+
+def _index_usable(receipts: list[Receipt]) -> tuple[set[int], set[int]]:
+    """Upsert the rows for `receipts` (later receipts win); return the touched study and series ids."""
+    patients: dict[tuple[str, str], Patient] = {}
+    for r in receipts:
+        fields = _patient_fields(r.attrs)
+        patients[(fields["patient_id"], fields["issuer_of_patient_id"])] = Patient(**fields)
+    _upsert(
+        Patient,
+        list(patients.values()),
+        unique=["patient_id", "issuer_of_patient_id"],
+        update=["patient_name", "birth_date", "sex", "updated_at"],
+    )
+
+    studies: dict[str, Study] = {}
+    for r in receipts:
+        pf = _patient_fields(r.attrs)
+        patient = patients[(pf["patient_id"], pf["issuer_of_patient_id"])]
+        studies[r.study_instance_uid] = Study(
+            study_instance_uid=r.study_instance_uid, patient_id=patient.pk, **_study_fields(r.attrs, r)
+        )
+    study_update = ["patient", *_study_fields({}, receipts[0]).keys(), "updated_at"]
+    _upsert(Study, list(studies.values()), unique=["study_instance_uid"], update=study_update)
+
+    series: dict[str, Series] = {}
+    for r in receipts:
+        series[r.series_instance_uid] = Series(
+            series_instance_uid=r.series_instance_uid,
+            study_id=studies[r.study_instance_uid].pk,
+            **_series_fields(r.attrs),
+        )
+    _upsert(Series, list(series.values()), unique=["series_instance_uid"], update=[*_series_fields({}), "updated_at"])
+
+    instances: dict[str, Instance] = {}
+    for r in receipts:
+        instances[r.sop_instance_uid] = Instance(
+            sop_instance_uid=r.sop_instance_uid,
+            series_id=series[r.series_instance_uid].pk,
+            **_instance_fields(r.attrs, r),
+        )
+    instance_update = ["series", *_instance_fields({}, receipts[0]).keys(), "indexed_at"]
+    _upsert(Instance, list(instances.values()), unique=["sop_instance_uid"], update=instance_update)
+
+    return {s.pk for s in studies.values()}, {s.pk for s in series.values()}
+
+
+def series_derived_update(*, series_ids: set[int]) -> None:
+    counts = Instance.objects.filter(series=OuterRef("pk")).order_by().values("series").annotate(n=Count("*"))
+    Series.objects.filter(pk__in=series_ids).update(
+        number_of_instances=Coalesce(Subquery(counts.values("n")), Value(0)), updated_at=Now()
+    )
+
+
+def studies_derived_update(*, study_ids: set[int]) -> list[Study]:
+    """Recompute number_of_series, number_of_instances and modalities_in_study from the series rows."""
+    per_study: dict[int, dict[str, Any]] = {
+        sid: {"series": 0, "instances": 0, "modalities": set()} for sid in study_ids
+    }
+    for study_id, modality, n in Series.objects.filter(study_id__in=study_ids).values_list(
+        "study_id", "modality", "number_of_instances"
+    ):
+        agg = per_study[study_id]
+        agg["series"] += 1
+        agg["instances"] += n
+        if modality:
+            agg["modalities"].add(modality)
+    studies = list(Study.objects.filter(pk__in=study_ids).order_by("pk"))
+    max_modalities = _field_len(Study, "modalities_in_study")
+    for study in studies:
+        agg = per_study[study.pk]
+        study.number_of_series = agg["series"]
+        study.number_of_instances = agg["instances"]
+        study.modalities_in_study = "\\".join(sorted(agg["modalities"]))[:max_modalities]
+        study.updated_at = timezone.now()
+    Study.objects.bulk_update(studies, ["number_of_series", "number_of_instances", "modalities_in_study", "updated_at"])
+    return studies
+
+
+def _after_commit(studies: list[Study], series_uids: list[str]) -> None:
+    from noctis_pro.pacs.tasks import series_thumbnail  # the task module imports this one
+
+    for study in studies:
+        publish_on_commit(
+            StudyUpdated(
+                study_instance_uid=study.study_instance_uid,
+                number_of_series=study.number_of_series,
+                number_of_instances=study.number_of_instances,
+                modalities=study.modalities,
+            )
+        )
+    for uid in series_uids:
+        transaction.on_commit(lambda uid=uid: _queue(series_thumbnail, uid))
+
+
+def _queue(task: Any, *args: Any) -> None:
+    try:
+        task.apply_async(args=args, retry=True, retry_policy={"max_retries": 2, "interval_start": 0.2})
+    except Exception:  # the broker is down: the index is committed; thumbnails can be redone later
+        logger.exception("could not queue %s%r", task.name, args)
+
+
+def receipts_index(*, receipt_ids: Sequence[int]) -> IndexResult:
+    """Index the given receipts in one transaction. Safe to call again with the same ids (at-least-once)."""
+    result = IndexResult()
+    wanted = sorted({int(i) for i in receipt_ids})
+    if not wanted:
+        return result
+    with transaction.atomic():
+        receipts = list(
+            Receipt.objects.select_for_update(skip_locked=True)
+            .filter(pk__in=wanted, indexed_at__isnull=True)
+            .order_by("received_at", "pk")
+        )
+        taken = {r.pk for r in receipts}
+        result.skipped = [i for i in wanted if i not in taken]
+        usable = _usable_receipts(receipts, result.failed)
+        studies: list[Study] = []
+        series_uids: list[str] = []
+        if usable:
+            study_ids, series_ids = _index_usable(usable)
+            series_derived_update(series_ids=series_ids)
+            studies = studies_derived_update(study_ids=study_ids)
+            series_uids = sorted({r.series_instance_uid for r in usable})
+        now = timezone.now()
+        ok_ids = [r.pk for r in usable]
+        Receipt.objects.filter(pk__in=ok_ids).update(
+            indexed_at=now, index_attempts=F("index_attempts") + 1, index_error=""
+        )
+        for rid, error in result.failed.items():
+            Receipt.objects.filter(pk=rid).update(index_attempts=F("index_attempts") + 1, index_error=error)
+        result.indexed = ok_ids
+        result.studies = [s.study_instance_uid for s in studies]
+        _after_commit(studies, series_uids)
+    if result.failed:
+        logger.warning("receipts not indexed: %s", result.failed)
+    return result
