@@ -1,0 +1,72 @@
+// Live worklist: listen on the same-origin WebSocket /ws/ (FastAPI relays Redis events; the session cookie
+// authenticates it) and, on "study.updated", fetch that study's row as HTML from Django and swap it in.
+// Event data is never turned into markup here: the row comes from a Django template, which escapes DICOM text.
+(function () {
+  "use strict";
+  var table = document.querySelector("table.worklist");
+  if (!table) { return; }
+  var tbody = document.getElementById("worklist-rows");
+  var status = document.getElementById("live-status");
+  var rowUrl = table.getAttribute("data-row-url");
+  var liveInsert = table.getAttribute("data-live-insert") === "true";
+  var delay = 1000;
+
+  function setStatus(on) {
+    if (!status) { return; }
+    status.className = on ? "live on" : "live off";
+    status.title = on ? "Live updates on" : "Live updates reconnecting";
+  }
+
+  function findRow(uid) {
+    var rows = tbody.querySelectorAll("tr[data-study-uid]");
+    for (var i = 0; i < rows.length; i++) {
+      if (rows[i].getAttribute("data-study-uid") === uid) { return rows[i]; }
+    }
+    return null;
+  }
+
+  function refreshRow(uid) {
+    var existing = findRow(uid);
+    if (!existing && !liveInsert) { return; }  // filtered or paged view: new studies may not belong here
+    fetch(rowUrl.replace("STUDY_UID", encodeURIComponent(uid)), {
+      credentials: "same-origin", headers: { "Accept": "text/html" }
+    }).then(function (response) {
+      if (!response.ok) { throw new Error("row " + response.status); }
+      return response.text();
+    }).then(function (html) {
+      var holder = document.createElement("tbody");
+      holder.innerHTML = html;  // server-rendered, escaped by Django's templates
+      var row = holder.querySelector("tr[data-study-uid]");
+      if (!row) { return; }
+      row.classList.add("updated");
+      var current = findRow(uid);
+      if (current) {
+        current.replaceWith(row);
+      } else {
+        var empty = tbody.querySelector("tr.empty");
+        if (empty) { empty.remove(); }
+        tbody.insertBefore(row, tbody.firstChild);
+      }
+    }).catch(function (err) { console.warn("worklist: could not refresh", uid, err); });
+  }
+
+  function connect() {
+    var scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
+    var socket = new WebSocket(scheme + window.location.host + "/ws/");
+    socket.onopen = function () { delay = 1000; setStatus(true); };
+    socket.onmessage = function (message) {
+      var event;
+      try { event = JSON.parse(message.data); } catch (e) { return; }
+      if (event && event.type === "study.updated" && typeof event.study_instance_uid === "string") {
+        refreshRow(event.study_instance_uid);
+      }
+    };
+    socket.onclose = function () {
+      setStatus(false);
+      window.setTimeout(connect, delay);
+      delay = Math.min(delay * 2, 30000);
+    };
+  }
+
+  connect();
+})();

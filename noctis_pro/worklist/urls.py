@@ -1,0 +1,11 @@
+from django.urls import path
+
+from noctis_pro.worklist import views
+
+app_name = "worklist"
+
+urlpatterns = [
+    path("", views.index, name="index"),
+    path("worklist/rows/<str:study_uid>/", views.row, name="row"),
+    path("worklist/thumbnails/<str:series_uid>.png", views.thumbnail, name="thumbnail"),
+]

@@ -1,0 +1,67 @@
+"""The worklist: the study list with filters, one row as an HTML fragment (for live updates), thumbnails."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_GET
+
+from noctis_pro.contracts.uids import uid_is_valid
+from noctis_pro.core.audit import audit_record
+from noctis_pro.pacs.selectors import series_thumbnail_path, studies_for_worklist, study_for_worklist_row
+from noctis_pro.worklist.forms import WorklistFilterForm
+
+PAGE_SIZE = 50
+
+
+@login_required
+@require_GET
+def index(request: HttpRequest) -> HttpResponse:
+    form = WorklistFilterForm(request.GET or None)
+    filters = form.filters()
+    page = Paginator(studies_for_worklist(user=request.user, filters=filters), PAGE_SIZE).get_page(
+        request.GET.get("page")
+    )
+    audit_record(
+        request_or_user=request,
+        action="study.list",
+        object_type="worklist",
+        detail={
+            "filters": {k: str(v) for k, v in (form.cleaned_data if form.is_bound else {}).items() if v},
+            "page": page.number,
+            "shown": len(page.object_list),
+        },
+    )
+    query = request.GET.copy()
+    query.pop("page", None)
+    context = {
+        "form": form,
+        "page": page,
+        "query": query.urlencode(),
+        "live_insert": filters.is_empty and page.number == 1,
+    }
+    return render(request, "worklist/index.html", context)
+
+
+@login_required
+@require_GET
+def row(request: HttpRequest, study_uid: str) -> HttpResponse:
+    study = study_for_worklist_row(user=request.user, study_uid=study_uid) if uid_is_valid(study_uid) else None
+    if study is None:
+        raise Http404("no such study")
+    return render(request, "worklist/_row.html", {"study": study})
+
+
+@login_required
+@require_GET
+def thumbnail(request: HttpRequest, series_uid: str) -> FileResponse:
+    relpath = series_thumbnail_path(series_uid=series_uid) if uid_is_valid(series_uid) else None
+    full = settings.MEDIA_ROOT / relpath if relpath else None
+    if full is None or not full.is_file():
+        raise Http404("no thumbnail")
+    response = FileResponse(full.open("rb"), content_type="image/png")
+    response["Cache-Control"] = "private, max-age=60"
+    return response
