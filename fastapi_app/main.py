@@ -1,0 +1,93 @@
+"""The FastAPI app: create_app() wires settings, the lifespan (asyncpg pool, Redis client), CORS, routers and
+error handlers. `uvicorn fastapi_app.main:app` serves it; a configuration problem exits with one line.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+import redis.asyncio as redis
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from fastapi_app.errors import errors_install
+from fastapi_app.routers import health, studies, ws
+from fastapi_app.settings import ConfigError, Settings, get_settings
+
+logger = logging.getLogger(__name__)
+API_PREFIX = "/api/v1"
+
+
+async def _pool_open(settings: Settings) -> asyncpg.Pool:
+    # Optional filters in sql.py are `($n IS NULL OR ...)`: custom plans let PostgreSQL use the indexes.
+    options = {
+        "dsn": settings.database_url,
+        "max_size": settings.db_pool_max_size,
+        "command_timeout": 30,
+        "server_settings": {"application_name": "noctis-fastapi", "plan_cache_mode": "force_custom_plan"},
+    }
+    try:
+        return await asyncpg.create_pool(min_size=1, **options)  # type: ignore[arg-type]
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        # Start anyway: /health says "degraded" and the pool connects once PostgreSQL answers.
+        logger.error("PostgreSQL does not answer at start-up (%r); connecting lazily", exc)
+        return await asyncpg.create_pool(min_size=0, **options)  # type: ignore[arg-type]
+
+
+def _lifespan(settings: Settings):  # type: ignore[no-untyped-def]
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.pool = await _pool_open(settings)
+        # Redis is connected lazily by redis-py, so a Redis that is down does not stop start-up.
+        app.state.redis = redis.from_url(
+            settings.redis_url,
+            socket_connect_timeout=2,
+            health_check_interval=30,
+            client_name=f"noctis-fastapi-{os.getpid()}",
+        )
+        try:
+            yield
+        finally:
+            await app.state.redis.aclose()
+            await app.state.pool.close()
+
+    return lifespan
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The app; `settings` replaces the environment's (tests point it at their database)."""
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="NoctisPro API",
+        version="1",
+        description="Studies, series and instances of the NoctisPro archive, and the /ws event relay.",
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url=f"{API_PREFIX}/docs",
+        redoc_url=None,
+        lifespan=_lifespan(settings),
+    )
+    app.dependency_overrides[get_settings] = lambda: settings
+    if settings.cors_allowed_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_allowed_origins,
+            allow_credentials=True,
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type", "Accept"],
+        )
+    errors_install(app)
+    app.include_router(health.router, prefix=API_PREFIX)
+    app.include_router(studies.router, prefix=API_PREFIX)
+    app.include_router(ws.router)
+    return app
+
+
+try:
+    app = create_app()
+except ConfigError as exc:  # one clear line instead of a traceback
+    sys.exit(str(exc))
