@@ -44,6 +44,15 @@ class Stack:
             [sys.executable, "manage.py", *args], cwd=ROOT, env=self.env, capture_output=True, text=True, check=check
         )
 
+    @property
+    def storage_root(self) -> Path:
+        return Path(self.env["STORAGE_ROOT"])
+
+    def signal_service(self, name: str, signum: int) -> None:
+        """Signal a service's whole process group (gunicorn's workers too), as ops would."""
+        pid = int((Path(self.env["NOCTIS_VAR_DIR"]) / "log" / f"{name}.pid").read_text())
+        os.killpg(pid, signum)
+
     def log_tail(self, lines: int = 80) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
