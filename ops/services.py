@@ -103,6 +103,7 @@ def stack_plan(
                 "120",
                 "--access-logfile",
                 "-",
+                "--no-control-socket",  # one per user by default: two stacks on a machine would collide
             ],
             port_env="DJANGO_PORT",
             ready=http_ok(f"http://127.0.0.1:{env['DJANGO_PORT']}/health/"),
