@@ -16,6 +16,9 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
+# The real stack (`stack`, `api_token`): one per session, shared by tests/e2e and tests/browser.
+pytest_plugins = ["tests.stack"]
+
 IMPLEMENTATION_CLASS_UID = "1.2.826.0.1.3680043.10.1001.1"  # tests only
 
 SOP_CLASS_FOR_MODALITY = {"CT": CTImageStorage, "MR": MRImageStorage}

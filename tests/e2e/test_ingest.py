@@ -24,7 +24,7 @@ from pydicom.uid import JPEGBaseline8Bit, SecondaryCaptureImageStorage, generate
 from pynetdicom import AE, StoragePresentationContexts
 
 from tests.conftest import make_dataset, write_dataset
-from tests.e2e.conftest import Stack
+from tests.stack import Stack
 
 pytestmark = pytest.mark.e2e
 INDEX_TIMEOUT_SECONDS = 30

@@ -16,7 +16,7 @@ import pytest
 import websockets
 from celery import Celery
 
-from tests.e2e.conftest import Stack
+from tests.stack import Stack
 
 pytestmark = pytest.mark.e2e
 

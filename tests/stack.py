@@ -1,5 +1,5 @@
-"""The real stack, started the way `make run` starts it (python -m ops.run), with its embedded PostgreSQL and
-Redis, on free loopback ports and a private var/ and .env. One stack per test session."""
+"""Fixtures `stack` and `api_token`: the real stack, started the way `make run` starts it (python -m ops.run),
+with its embedded PostgreSQL and Redis, on free loopback ports and a private var/ and .env. One per session."""
 
 from __future__ import annotations
 

@@ -1,0 +1,211 @@
+"""pacs.indexing.receipts_index against real PostgreSQL, with real files under a private STORAGE_ROOT."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis
+from django.conf import settings
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
+from pydicom.uid import generate_uid
+
+from noctis_pro.contracts.events import CHANNEL
+from noctis_pro.pacs.indexing import receipts_index
+from noctis_pro.pacs.models import Instance, Patient, Receipt, Series, Study
+
+pytestmark = pytest.mark.django_db
+
+
+def test_receipts_index_is_idempotent_on_sop_uid(archive: Callable[..., Receipt]) -> None:
+    study_uid, series_uid = generate_uid(), generate_uid()
+    receipts = [archive(study_uid=study_uid, series_uid=series_uid, instance_number=n) for n in (1, 2, 3)]
+    ids = [r.pk for r in receipts]
+
+    first = receipts_index(receipt_ids=ids)
+    second = receipts_index(receipt_ids=ids)
+
+    assert sorted(first.indexed) == sorted(ids)
+    assert second.indexed == []
+    assert sorted(second.skipped) == sorted(ids)
+    assert Instance.objects.filter(series__series_instance_uid=series_uid).count() == 3
+    study = Study.objects.get(study_instance_uid=study_uid)
+    assert (study.number_of_series, study.number_of_instances) == (1, 3)
+    assert Series.objects.get(series_instance_uid=series_uid).number_of_instances == 3
+    for receipt in Receipt.objects.filter(pk__in=ids):
+        assert receipt.indexed_at is not None
+        assert receipt.index_attempts == 1
+        assert receipt.index_error == ""
+
+
+def test_receipts_index_resent_instance_does_not_duplicate(archive: Callable[..., Receipt]) -> None:
+    """At-least-once delivery: the SCP re-receives the same SOP Instance (new receipt row after the old one)."""
+    receipt = archive(instance_number=7)
+    receipts_index(receipt_ids=[receipt.pk])
+    # The sender retries the same instance: the receipt is marked unindexed again (as an upsert by the SCP would).
+    Receipt.objects.filter(pk=receipt.pk).update(indexed_at=None)
+    result = receipts_index(receipt_ids=[receipt.pk])
+    assert result.indexed == [receipt.pk]
+    assert Instance.objects.filter(sop_instance_uid=receipt.sop_instance_uid).count() == 1
+    assert Study.objects.get(study_instance_uid=receipt.study_instance_uid).number_of_instances == 1
+
+
+def test_receipts_index_derives_study_fields_across_ct_and_mr(archive: Callable[..., Receipt]) -> None:
+    study_uid = generate_uid()
+    ct_series, mr_series = generate_uid(), generate_uid()
+    ids = [
+        archive(modality="CT", study_uid=study_uid, series_uid=ct_series, instance_number=n, SeriesNumber=2).pk
+        for n in (1, 2)
+    ]
+    ids += [
+        archive(modality="MR", study_uid=study_uid, series_uid=mr_series, instance_number=n, SeriesNumber=5).pk
+        for n in (1, 2, 3)
+    ]
+    receipts_index(receipt_ids=ids[:2])  # CT first, MR in a later batch: derived fields follow
+    receipts_index(receipt_ids=ids[2:])
+
+    study = Study.objects.select_related("patient").get(study_instance_uid=study_uid)
+    assert study.modalities_in_study == "CT\\MR"
+    assert study.number_of_series == 2
+    assert study.number_of_instances == 5
+    assert study.study_date == dt.date(2026, 1, 15)
+    assert study.study_time == dt.time(10, 15)
+    assert study.accession_number == "ACC0001"
+    assert study.study_description == "Chest"
+    assert study.referring_physician_name == "House^Gregory"
+    assert study.calling_ae == "MODALITY1"
+    assert study.patient.patient_name == "Doe^Jane"
+    assert study.patient.birth_date == dt.date(1970, 1, 1)
+    mr = Series.objects.get(series_instance_uid=mr_series)
+    assert (mr.modality, mr.series_number, mr.number_of_instances) == ("MR", 5, 3)
+    instance = Instance.objects.get(sop_instance_uid=Receipt.objects.get(pk=ids[3]).sop_instance_uid)
+    assert (instance.instance_number, instance.rows, instance.columns) == (2, 64, 64)
+    assert instance.path.endswith(".dcm")
+    assert len(instance.sha256) == 64
+
+
+def test_receipts_index_upserts_one_patient_per_id_and_issuer(archive: Callable[..., Receipt]) -> None:
+    ids = [archive(patient_id="P-1", patient_name="Old^Name").pk, archive(patient_id="P-1", patient_name="New^Name").pk]
+    receipts_index(receipt_ids=ids)
+    patient = Patient.objects.get(patient_id="P-1", issuer_of_patient_id="")
+    assert patient.patient_name == "New^Name"
+    assert patient.studies.count() == 2
+
+
+def test_receipts_index_tolerates_invalid_dates_and_numbers(archive: Callable[..., Receipt]) -> None:
+    receipt = archive()
+    receipt.attrs.update(StudyDate="20261399", StudyTime="99", SeriesNumber="x", PatientBirthDate="unknown")
+    receipt.save(update_fields=["attrs"])
+    result = receipts_index(receipt_ids=[receipt.pk])
+    assert result.indexed == [receipt.pk]
+    study = Study.objects.select_related("patient").get(study_instance_uid=receipt.study_instance_uid)
+    assert study.study_date is None
+    assert study.study_time is None
+    assert study.patient.birth_date is None
+    assert Series.objects.get(series_instance_uid=receipt.series_instance_uid).series_number is None
+
+
+def test_receipts_index_unusable_receipts_do_not_block_the_batch(archive: Callable[..., Receipt]) -> None:
+    good = archive()
+    missing_file = archive()
+    (settings.STORAGE_ROOT / missing_file.path).unlink()
+    bad_uid = archive()
+    Receipt.objects.filter(pk=bad_uid.pk).update(study_instance_uid="../etc")
+    conflicting = archive(series_uid=good.series_instance_uid)  # same series, another study
+
+    result = receipts_index(receipt_ids=[good.pk, missing_file.pk, bad_uid.pk, conflicting.pk])
+
+    assert result.indexed == [good.pk]
+    assert set(result.failed) == {missing_file.pk, bad_uid.pk, conflicting.pk}
+    assert "missing" in result.failed[missing_file.pk]
+    assert "not digits and dots" in result.failed[bad_uid.pk]
+    assert "already belongs to study" in result.failed[conflicting.pk]
+    for receipt in Receipt.objects.filter(pk__in=result.failed):
+        assert receipt.indexed_at is None
+        assert receipt.index_attempts == 1
+        assert receipt.index_error == result.failed[receipt.pk]
+    assert not Study.objects.filter(study_instance_uid=conflicting.study_instance_uid).exists()
+    assert Instance.objects.count() == 1
+
+
+def test_receipts_index_500_receipts_fast_with_bounded_queries(archive: Callable[..., Receipt]) -> None:
+    study_uid = generate_uid()
+    series_uids = [generate_uid() for _ in range(5)]
+    ids = [
+        archive(study_uid=study_uid, series_uid=series_uids[n % 5], instance_number=n, rows=8, columns=8).pk
+        for n in range(500)
+    ]
+    with CaptureQueriesContext(connection) as queries:
+        started = time.perf_counter()
+        with transaction.atomic():  # the on_commit callbacks must not run inside the measured call
+            result = receipts_index(receipt_ids=ids)
+            elapsed = time.perf_counter() - started
+            transaction.set_rollback(True)
+    assert len(result.indexed) == 500
+    assert len(queries) < 30, [q["sql"][:80] for q in queries]
+    assert elapsed < 1.0
+
+
+def _messages(pubsub: Any, seconds: float) -> list[dict[str, Any]]:
+    out = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        message = pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
+        if message and message["type"] == "message":
+            out.append(json.loads(message["data"]))
+    return out
+
+
+@pytest.fixture
+def events() -> Any:
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    pubsub = client.pubsub()
+    pubsub.subscribe(CHANNEL)
+    _messages(pubsub, 0.2)
+    yield pubsub
+    pubsub.close()
+    client.close()
+
+
+def test_receipts_index_publishes_study_updated_after_commit(
+    archive: Callable[..., Receipt], events: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    receipt = archive(modality="MR")
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        receipts_index(receipt_ids=[receipt.pk])
+    assert not [e for e in _messages(events, 0.3) if e.get("study_instance_uid") == receipt.study_instance_uid]
+    for callback in callbacks:  # the commit happens now
+        callback()
+    mine = [e for e in _messages(events, 1.0) if e.get("study_instance_uid") == receipt.study_instance_uid]
+    assert mine == [
+        {
+            "type": "study.updated",
+            "study_instance_uid": receipt.study_instance_uid,
+            "number_of_series": 1,
+            "number_of_instances": 1,
+            "modalities": ["MR"],
+        }
+    ]
+
+
+def test_receipts_index_rolled_back_publishes_nothing(
+    archive: Callable[..., Receipt], events: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    receipt = archive()
+
+    def index_then_fail() -> None:
+        with transaction.atomic():
+            receipts_index(receipt_ids=[receipt.pk])
+            raise RuntimeError("the caller's transaction fails after indexing")
+
+    with django_capture_on_commit_callbacks(execute=True) as callbacks, pytest.raises(RuntimeError):
+        index_then_fail()
+    assert callbacks == []
+    assert not [e for e in _messages(events, 0.5) if e.get("study_instance_uid") == receipt.study_instance_uid]
+    assert not Study.objects.filter(study_instance_uid=receipt.study_instance_uid).exists()
+    assert Receipt.objects.get(pk=receipt.pk).indexed_at is None
