@@ -10,8 +10,8 @@ from noctis_pro.pacs.webhook import received
 urlpatterns = [
     path("health/", health, name="health"),
     path("api/dicom/received/", received, name="dicom-received"),
-    path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
-    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("", include("noctis_pro.worklist.urls")),
 ]
