@@ -5,12 +5,13 @@ Rows are made with the Django ORM and committed (`transactional_db`) so FastAPI'
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import os
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -25,12 +26,21 @@ from tests.conftest import free_port
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/4")
 # fastapi_app.main builds `app` from the environment when imported; the tests build their own apps.
 os.environ.setdefault("DJANGO_SECRET_KEY", django_settings.SECRET_KEY)
+T = TypeVar("T")
 
 
-@pytest.fixture(autouse=True)
-def _orm_in_async_tests(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The async tests set rows up with the ORM between requests; the database is the test one.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+async def orm(fn: Callable[[], T]) -> T:
+    """Run ORM work from an async test: in a worker thread whose connection is closed afterwards (an unclosed
+    one would keep the test database from being dropped)."""
+    from django.db import connections
+
+    def run() -> T:
+        try:
+            return fn()
+        finally:
+            connections.close_all()
+
+    return await asyncio.to_thread(run)
 
 
 @pytest.fixture
