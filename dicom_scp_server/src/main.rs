@@ -1,0 +1,56 @@
+//! Wiring only: read the configuration, start logging, bind, print the ready line, serve until SIGTERM
+//! or SIGINT.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use dicom_scp_server::config::Config;
+use dicom_scp_server::server;
+
+fn main() -> ExitCode {
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("{e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(config: Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let bound = server::server_bind(config).await?;
+        tracing::info!(dicom = %bound.dicom_addr, http = %bound.http_addr, "NoctisPro DICOM SCP ready");
+        let mut stdout = std::io::stdout();
+        writeln!(stdout, "{}", bound.ready_line())?;
+        stdout.flush()?;
+        bound.run(shutdown_signal()).await;
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}

@@ -1,0 +1,234 @@
+//! The receipt (outbox) table pacs_receipt, owned by Django (noctis_pro/pacs/models.py, class Receipt;
+//! columns pinned by tests/contracts/receipt.json). This module holds the crate's ONLY SQL, and a small
+//! connection pool.
+//!
+//! `sha256` is the SHA-256 of the whole stored Part-10 file (so `sha256sum` on disk checks it).
+
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_postgres::{Client, NoTls};
+
+use crate::error::ReceiptError;
+
+pub const SOURCE_DIMSE: &str = "dimse";
+
+const FIND_BY_SOP: &str = "SELECT id, path, sha256 FROM pacs_receipt WHERE sop_instance_uid = $1";
+
+const INSERT: &str = "INSERT INTO pacs_receipt (sop_instance_uid, sop_class_uid, study_instance_uid, \
+     series_instance_uid, transfer_syntax_uid, path, size_bytes, sha256, calling_ae, called_ae, source, attrs) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, ($12::text)::jsonb) \
+     ON CONFLICT (sop_instance_uid) DO NOTHING RETURNING id";
+
+const UPSERT: &str = "INSERT INTO pacs_receipt (sop_instance_uid, sop_class_uid, study_instance_uid, \
+     series_instance_uid, transfer_syntax_uid, path, size_bytes, sha256, calling_ae, called_ae, source, attrs) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, ($12::text)::jsonb) \
+     ON CONFLICT (sop_instance_uid) DO UPDATE SET sop_class_uid = EXCLUDED.sop_class_uid, \
+     study_instance_uid = EXCLUDED.study_instance_uid, series_instance_uid = EXCLUDED.series_instance_uid, \
+     transfer_syntax_uid = EXCLUDED.transfer_syntax_uid, path = EXCLUDED.path, \
+     size_bytes = EXCLUDED.size_bytes, sha256 = EXCLUDED.sha256, calling_ae = EXCLUDED.calling_ae, \
+     called_ae = EXCLUDED.called_ae, attrs = EXCLUDED.attrs, received_at = now(), indexed_at = NULL, \
+     index_attempts = 0, index_error = '' RETURNING id";
+
+const PENDING_IDS: &str = "SELECT id FROM pacs_receipt WHERE indexed_at IS NULL AND source = $1 ORDER BY id";
+
+const PING: &str = "SELECT 1";
+
+/// A receipt about to be written.
+#[derive(Debug, Clone)]
+pub struct NewReceipt {
+    pub sop_instance_uid: String,
+    pub sop_class_uid: String,
+    pub study_instance_uid: String,
+    pub series_instance_uid: String,
+    pub transfer_syntax_uid: String,
+    /// Relative to STORAGE_ROOT.
+    pub path: String,
+    pub size_bytes: i64,
+    pub sha256: String,
+    pub calling_ae: String,
+    pub called_ae: String,
+    /// JSON object keyword -> string.
+    pub attrs: String,
+}
+
+/// The receipt already recorded for a SOP Instance UID.
+#[derive(Debug, Clone)]
+pub struct ExistingReceipt {
+    pub id: i64,
+    pub path: String,
+    pub sha256: String,
+}
+
+/// A small pool of PostgreSQL connections, opened on demand (so the SCP starts, and reports, while the
+/// database is down) and dropped when broken.
+#[derive(Clone)]
+pub struct Db {
+    config: Arc<tokio_postgres::Config>,
+    idle: Arc<Mutex<Vec<Client>>>,
+    permits: Arc<Semaphore>,
+    timeout: Duration,
+}
+
+pub struct PooledClient {
+    client: Option<Client>,
+    idle: Arc<Mutex<Vec<Client>>>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl std::ops::Deref for PooledClient {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        self.client.as_ref().expect("client present until drop")
+    }
+}
+
+impl Drop for PooledClient {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            if !client.is_closed() {
+                if let Ok(mut idle) = self.idle.lock() {
+                    idle.push(client);
+                }
+            }
+        }
+    }
+}
+
+impl Db {
+    /// `url` was checked by config.rs.
+    pub fn new(url: &str, size: usize) -> Result<Db, ReceiptError> {
+        let mut config =
+            tokio_postgres::Config::from_str(url).map_err(|e| ReceiptError::Unavailable(e.to_string()))?;
+        config.connect_timeout(Duration::from_secs(5));
+        config.application_name("noctis_dicom_scp");
+        Ok(Db {
+            config: Arc::new(config),
+            idle: Arc::new(Mutex::new(Vec::new())),
+            permits: Arc::new(Semaphore::new(size.max(1))),
+            timeout: Duration::from_secs(10),
+        })
+    }
+
+    pub async fn get(&self) -> Result<PooledClient, ReceiptError> {
+        let permit = tokio::time::timeout(self.timeout, self.permits.clone().acquire_owned())
+            .await
+            .map_err(|_| ReceiptError::Timeout)?
+            .map_err(|e| ReceiptError::Unavailable(e.to_string()))?;
+        let reused = {
+            let mut idle = self
+                .idle
+                .lock()
+                .map_err(|e| ReceiptError::Unavailable(e.to_string()))?;
+            let mut found = None;
+            while let Some(c) = idle.pop() {
+                if !c.is_closed() {
+                    found = Some(c);
+                    break;
+                }
+            }
+            found
+        };
+        let client = match reused {
+            Some(c) => c,
+            None => {
+                let (client, connection) = self
+                    .config
+                    .connect(NoTls)
+                    .await
+                    .map_err(|e| ReceiptError::Unavailable(e.to_string()))?;
+                tokio::spawn(async move {
+                    if let Err(e) = connection.await {
+                        tracing::debug!(error = %e, "database connection ended");
+                    }
+                });
+                client
+            }
+        };
+        Ok(PooledClient {
+            client: Some(client),
+            idle: self.idle.clone(),
+            _permit: permit,
+        })
+    }
+
+    async fn timed<T, F>(&self, f: F) -> Result<T, ReceiptError>
+    where
+        F: std::future::Future<Output = Result<T, ReceiptError>>,
+    {
+        tokio::time::timeout(self.timeout, f)
+            .await
+            .map_err(|_| ReceiptError::Timeout)?
+    }
+}
+
+pub async fn receipt_find(db: &Db, sop_instance_uid: &str) -> Result<Option<ExistingReceipt>, ReceiptError> {
+    db.timed(async {
+        let client = db.get().await?;
+        let row = client.query_opt(FIND_BY_SOP, &[&sop_instance_uid]).await?;
+        Ok(row.map(|r| ExistingReceipt {
+            id: r.get(0),
+            path: r.get(1),
+            sha256: r.get(2),
+        }))
+    })
+    .await
+}
+
+/// Insert a receipt; `None` when a row for that SOP Instance UID already exists (nothing changed).
+pub async fn receipt_insert(db: &Db, r: &NewReceipt) -> Result<Option<i64>, ReceiptError> {
+    db.timed(async {
+        let client = db.get().await?;
+        let row = client.query_opt(INSERT, &params(r)).await?;
+        Ok(row.map(|r| r.get(0)))
+    })
+    .await
+}
+
+/// Insert or replace the receipt of a SOP Instance UID (SCP_ON_CONFLICT=overwrite): indexing starts over.
+pub async fn receipt_upsert(db: &Db, r: &NewReceipt) -> Result<i64, ReceiptError> {
+    db.timed(async {
+        let client = db.get().await?;
+        let row = client.query_one(UPSERT, &params(r)).await?;
+        Ok(row.get(0))
+    })
+    .await
+}
+
+/// Receipts written by DIMSE and not yet indexed: what the notifier re-sends after a restart.
+pub async fn receipts_pending(db: &Db) -> Result<Vec<i64>, ReceiptError> {
+    db.timed(async {
+        let client = db.get().await?;
+        let rows = client.query(PENDING_IDS, &[&SOURCE_DIMSE]).await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    })
+    .await
+}
+
+pub async fn database_ping(db: &Db) -> Result<(), ReceiptError> {
+    db.timed(async {
+        let client = db.get().await?;
+        client.query_one(PING, &[]).await?;
+        Ok(())
+    })
+    .await
+}
+
+fn params(r: &NewReceipt) -> [&(dyn tokio_postgres::types::ToSql + Sync); 12] {
+    [
+        &r.sop_instance_uid,
+        &r.sop_class_uid,
+        &r.study_instance_uid,
+        &r.series_instance_uid,
+        &r.transfer_syntax_uid,
+        &r.path,
+        &r.size_bytes,
+        &r.sha256,
+        &r.calling_ae,
+        &r.called_ae,
+        &SOURCE_DIMSE,
+        &r.attrs,
+    ]
+}

@@ -1,0 +1,691 @@
+//! Durable storage of one C-STORE, in a fixed order:
+//! stream to STORAGE_ROOT/.incoming (Part-10: preamble, DICM, file meta from the command, then the data
+//! set bytes exactly as received, hashed while written) → parse and validate the identifying UIDs →
+//! fsync → create study/series folders (fsync their parents) → rename into
+//! `<StudyUID>/<SeriesUID>/<SOPInstanceUID>.dcm` → fsync the folder → receipt row → only then success.
+//! Every failure leaves nothing behind: the temp file goes, and a freshly renamed file goes if its
+//! receipt cannot be written.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use dicom_dictionary_std::tags;
+use dicom_object::mem::InMemDicomObject;
+use dicom_object::OpenFileOptions;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncWriteExt, BufWriter};
+
+use crate::config::OnConflict;
+use crate::error::{StoreError, UidError};
+use crate::receipt::{self, Db, NewReceipt};
+
+pub const MAX_UID_LENGTH: usize = 64;
+pub const INCOMING_DIR: &str = ".incoming";
+/// Our Implementation Class UID (2.25 form, generated once for NoctisPro's SCP) and version name.
+pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.38107447410552702401369630246412861942";
+pub const IMPLEMENTATION_VERSION_NAME: &str = "NOCTIS_SCP_0_1";
+
+/// The attribute keywords copied into the receipt's `attrs` (tests/contracts/receipt.json "attr_keywords").
+pub const ATTR_KEYWORDS: &[&str] = &[
+    "PatientName",
+    "PatientID",
+    "IssuerOfPatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "AccessionNumber",
+    "StudyDescription",
+    "ReferringPhysicianName",
+    "StudyID",
+    "InstitutionName",
+    "Modality",
+    "SeriesNumber",
+    "SeriesDescription",
+    "SeriesDate",
+    "SeriesTime",
+    "BodyPartExamined",
+    "Manufacturer",
+    "InstanceNumber",
+    "Rows",
+    "Columns",
+    "NumberOfFrames",
+    "BitsAllocated",
+    "PhotometricInterpretation",
+    "ImageType",
+    "SliceThickness",
+    "SliceLocation",
+    "ImagePositionPatient",
+    "ImageOrientationPatient",
+    "PixelSpacing",
+    "AcquisitionDateTime",
+    "ContentDate",
+    "ContentTime",
+];
+
+/// A UID: digits and dots, at most 64 characters, no empty component, no leading zero in a multi-digit
+/// component (PS3.5 9.1). It becomes a path component, so this is also what keeps `../x` out.
+pub fn uid_check(value: &str) -> Result<(), UidError> {
+    if value.is_empty() {
+        return Err(UidError::Missing);
+    }
+    if value.len() > MAX_UID_LENGTH {
+        return Err(UidError::TooLong);
+    }
+    for component in value.split('.') {
+        let ok = !component.is_empty()
+            && component.bytes().all(|b| b.is_ascii_digit())
+            && (component == "0" || !component.starts_with('0'));
+        if !ok {
+            return Err(UidError::NotDigitsAndDots);
+        }
+    }
+    Ok(())
+}
+
+/// `<StudyUID>/<SeriesUID>/<SOPInstanceUID>.dcm`, relative to STORAGE_ROOT (tests/contracts/storage_paths.json).
+pub fn instance_relpath(study: &str, series: &str, sop_instance: &str) -> Result<String, StoreError> {
+    for (keyword, value) in [
+        ("StudyInstanceUID", study),
+        ("SeriesInstanceUID", series),
+        ("SOPInstanceUID", sop_instance),
+    ] {
+        uid_check(value).map_err(|problem| StoreError::BadUid {
+            keyword,
+            value: value.to_string(),
+            problem,
+        })?;
+    }
+    Ok(format!("{study}/{series}/{sop_instance}.dcm"))
+}
+
+/// Preamble, "DICM" and the file meta group (Explicit VR Little Endian) for a received instance.
+pub fn file_meta_bytes(
+    sop_class: &str,
+    sop_instance: &str,
+    transfer_syntax: &str,
+    calling_ae: &str,
+) -> Vec<u8> {
+    fn element(out: &mut Vec<u8>, element: u16, vr: &[u8; 2], value: &[u8], pad: u8) {
+        let mut v = value.to_vec();
+        if v.len() % 2 == 1 {
+            v.push(pad);
+        }
+        out.extend_from_slice(&0x0002u16.to_le_bytes());
+        out.extend_from_slice(&element.to_le_bytes());
+        out.extend_from_slice(vr);
+        if vr == b"OB" {
+            out.extend_from_slice(&[0, 0]);
+            out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        } else {
+            out.extend_from_slice(&(v.len() as u16).to_le_bytes());
+        }
+        out.extend_from_slice(&v);
+    }
+    let mut group = Vec::with_capacity(256);
+    element(&mut group, 0x0001, b"OB", &[0x00, 0x01], 0);
+    element(&mut group, 0x0002, b"UI", sop_class.as_bytes(), 0);
+    element(&mut group, 0x0003, b"UI", sop_instance.as_bytes(), 0);
+    element(&mut group, 0x0010, b"UI", transfer_syntax.as_bytes(), 0);
+    element(&mut group, 0x0012, b"UI", IMPLEMENTATION_CLASS_UID.as_bytes(), 0);
+    element(
+        &mut group,
+        0x0013,
+        b"SH",
+        IMPLEMENTATION_VERSION_NAME.as_bytes(),
+        b' ',
+    );
+    let ae = calling_ae.trim();
+    if !ae.is_empty() {
+        element(&mut group, 0x0016, b"AE", ae.as_bytes(), b' ');
+    }
+    let mut out = vec![0u8; 128];
+    out.extend_from_slice(b"DICM");
+    element(&mut out, 0x0000, b"UL", &(group.len() as u32).to_le_bytes(), 0);
+    out.extend_from_slice(&group);
+    out
+}
+
+/// What the C-STORE-RQ command said, plus the association context.
+#[derive(Debug, Clone)]
+pub struct StoreRequest {
+    pub sop_class_uid: String,
+    pub sop_instance_uid: String,
+    pub transfer_syntax_uid: String,
+    pub calling_ae: String,
+    pub called_ae: String,
+}
+
+/// Identity and attributes read back from the received data set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceIdentity {
+    pub sop_class_uid: String,
+    pub sop_instance_uid: String,
+    pub study_instance_uid: String,
+    pub series_instance_uid: String,
+    pub attrs: BTreeMap<String, String>,
+}
+
+/// How a successful store ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreOutcome {
+    /// A new receipt row was written (its id is queued for the webhook).
+    Stored { receipt_id: i64 },
+    /// The same instance was already stored: nothing rewritten.
+    Duplicate,
+    /// Different content for a known SOP Instance UID, SCP_ON_CONFLICT=keep: the first stays.
+    KeptFirst,
+    /// Different content, SCP_ON_CONFLICT=overwrite: file and receipt replaced.
+    Overwritten { receipt_id: i64 },
+}
+
+/// The storage area and what a store needs around it.
+pub struct Storage {
+    root: PathBuf,
+    incoming: PathBuf,
+    on_conflict: OnConflict,
+    db: Db,
+    /// One store at a time per SOP Instance UID, so two associations sending the same instance don't race.
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    counter: AtomicU64,
+}
+
+/// A data set being received into a temp file. Dropping it (failure, abort) removes the temp file.
+pub struct Incoming {
+    writer: Option<BufWriter<tokio::fs::File>>,
+    path: PathBuf,
+    hasher: Sha256,
+    size: u64,
+    request: StoreRequest,
+    keep_file: bool,
+}
+
+impl Drop for Incoming {
+    fn drop(&mut self) {
+        if !self.keep_file {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+impl Incoming {
+    pub async fn write(&mut self, data: &[u8]) -> Result<(), StoreError> {
+        let w = self.writer.as_mut().ok_or_else(|| StoreError::Io {
+            context: "write temp file",
+            source: std::io::Error::other("already closed"),
+        })?;
+        w.write_all(data)
+            .await
+            .map_err(StoreError::io("write temp file"))?;
+        self.hasher.update(data);
+        self.size += data.len() as u64;
+        Ok(())
+    }
+
+    pub fn request(&self) -> &StoreRequest {
+        &self.request
+    }
+
+    /// Bytes written so far (file meta included).
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+}
+
+impl Storage {
+    /// Create STORAGE_ROOT and an empty `.incoming/` (leftovers of a crash are removed: they were never
+    /// acknowledged).
+    pub fn open(root: &Path, on_conflict: OnConflict, db: Db) -> std::io::Result<Storage> {
+        fs::create_dir_all(root)?;
+        let incoming = root.join(INCOMING_DIR);
+        if incoming.exists() {
+            fs::remove_dir_all(&incoming)?;
+        }
+        fs::create_dir_all(&incoming)?;
+        Ok(Storage {
+            root: root.to_path_buf(),
+            incoming,
+            on_conflict,
+            db,
+            locks: Mutex::new(HashMap::new()),
+            counter: AtomicU64::new(0),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Whether the storage area accepts writes (health check).
+    pub async fn storage_check(&self) -> std::io::Result<()> {
+        let probe = self.incoming.join(format!("health-{}", std::process::id()));
+        tokio::fs::write(&probe, b"ok").await?;
+        tokio::fs::remove_file(&probe).await
+    }
+
+    /// Open the temp file and write preamble + file meta built from the command.
+    pub async fn store_begin(&self, request: StoreRequest) -> Result<Incoming, StoreError> {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let path = self.incoming.join(format!("{}-{n}.part", std::process::id()));
+        let file = tokio::fs::File::create(&path)
+            .await
+            .map_err(StoreError::io("create temp file"))?;
+        let mut incoming = Incoming {
+            writer: Some(BufWriter::with_capacity(256 * 1024, file)),
+            path,
+            hasher: Sha256::new(),
+            size: 0,
+            keep_file: false,
+            request,
+        };
+        let r = &incoming.request;
+        let meta = file_meta_bytes(
+            &r.sop_class_uid,
+            &r.sop_instance_uid,
+            &r.transfer_syntax_uid,
+            &r.calling_ae,
+        );
+        incoming.write(&meta).await?;
+        Ok(incoming)
+    }
+
+    /// Validate, make durable, record the receipt. Success means the file and its row are both durable.
+    pub async fn store_commit(
+        &self,
+        mut incoming: Incoming,
+    ) -> Result<(StoreOutcome, NewReceipt), StoreError> {
+        let mut writer = incoming.writer.take().expect("writer present until commit");
+        writer.flush().await.map_err(StoreError::io("flush temp file"))?;
+        let file = writer.into_inner();
+        file.sync_all().await.map_err(StoreError::io("fsync temp file"))?;
+        drop(file);
+
+        let temp = incoming.path.clone();
+        let identity = tokio::task::spawn_blocking(move || instance_identity_read(&temp))
+            .await
+            .map_err(|e| StoreError::Decode(e.to_string()))??;
+        let r = incoming.request.clone();
+        if identity.sop_instance_uid != r.sop_instance_uid {
+            return Err(StoreError::InstanceMismatch {
+                command: r.sop_instance_uid,
+                dataset: identity.sop_instance_uid,
+            });
+        }
+        if identity.sop_class_uid != r.sop_class_uid {
+            return Err(StoreError::ClassMismatch {
+                command: r.sop_class_uid,
+                dataset: identity.sop_class_uid,
+            });
+        }
+        let relpath = instance_relpath(
+            &identity.study_instance_uid,
+            &identity.series_instance_uid,
+            &identity.sop_instance_uid,
+        )?;
+        let sha256 = hex(&std::mem::take(&mut incoming.hasher).finalize());
+        let receipt = NewReceipt {
+            sop_instance_uid: identity.sop_instance_uid.clone(),
+            sop_class_uid: identity.sop_class_uid.clone(),
+            study_instance_uid: identity.study_instance_uid.clone(),
+            series_instance_uid: identity.series_instance_uid.clone(),
+            transfer_syntax_uid: r.transfer_syntax_uid.clone(),
+            path: relpath.clone(),
+            size_bytes: incoming.size as i64,
+            sha256,
+            calling_ae: r.calling_ae.trim().to_string(),
+            called_ae: r.called_ae.trim().to_string(),
+            attrs: serde_json::to_string(&identity.attrs).expect("string map serializes"),
+        };
+
+        let lock = self.instance_lock(&receipt.sop_instance_uid);
+        let _guard = lock.lock().await;
+        let outcome = self.place(&mut incoming, &receipt).await;
+        drop(_guard);
+        self.instance_unlock(&receipt.sop_instance_uid);
+        Ok((outcome?, receipt))
+    }
+
+    async fn place(&self, incoming: &mut Incoming, receipt: &NewReceipt) -> Result<StoreOutcome, StoreError> {
+        let existing = receipt::receipt_find(&self.db, &receipt.sop_instance_uid).await?;
+        let final_path = self.root.join(&receipt.path);
+        let temp = incoming.path.clone();
+
+        let Some(existing) = existing else {
+            // No receipt: any file at our path is a leftover that was never acknowledged; replace it
+            // unless it is this very content.
+            let same = file_sha256(&final_path).await.ok().as_deref() == Some(receipt.sha256.as_str());
+            if !same {
+                self.rename_into_place(&temp, &final_path).await?;
+                incoming.keep_file = true;
+            }
+            return match receipt::receipt_insert(&self.db, receipt).await {
+                Ok(Some(id)) => Ok(StoreOutcome::Stored { receipt_id: id }),
+                Ok(None) => {
+                    tracing::warn!(sop = %receipt.sop_instance_uid, "receipt appeared concurrently; keeping it");
+                    Ok(StoreOutcome::Duplicate)
+                }
+                Err(e) => {
+                    if !same {
+                        self.remove_durably(&final_path).await;
+                    }
+                    Err(e.into())
+                }
+            };
+        };
+
+        let existing_path = self.root.join(&existing.path);
+        let existing_present = tokio::fs::metadata(&existing_path).await.is_ok();
+        if existing_present {
+            let identical = existing.sha256 == receipt.sha256
+                || same_dataset(&existing_path, &temp).await.unwrap_or(false);
+            if identical {
+                tracing::info!(sop = %receipt.sop_instance_uid, "instance already stored; nothing rewritten");
+                return Ok(StoreOutcome::Duplicate);
+            }
+            if self.on_conflict == OnConflict::Keep {
+                tracing::warn!(
+                    sop = %receipt.sop_instance_uid,
+                    kept = %existing.path,
+                    "SOP Instance UID received again with different content; keeping the first (SCP_ON_CONFLICT=keep)"
+                );
+                return Ok(StoreOutcome::KeptFirst);
+            }
+        } else {
+            tracing::warn!(sop = %receipt.sop_instance_uid, path = %existing.path, "receipt without its file; storing again");
+        }
+
+        // Overwrite (or heal a missing file): move any file at our path aside so a failed receipt update
+        // can put it back.
+        let aside = self.incoming.join(format!(
+            "{}.old",
+            incoming.path.file_name().unwrap().to_string_lossy()
+        ));
+        let had_old = tokio::fs::rename(&final_path, &aside).await.is_ok();
+        if let Err(e) = self.rename_into_place(&temp, &final_path).await {
+            if had_old {
+                let _ = tokio::fs::rename(&aside, &final_path).await;
+            }
+            return Err(e);
+        }
+        incoming.keep_file = true;
+        match receipt::receipt_upsert(&self.db, receipt).await {
+            Ok(id) => {
+                let _ = tokio::fs::remove_file(&aside).await;
+                if existing.path != receipt.path && existing_present {
+                    self.remove_durably(&existing_path).await;
+                }
+                tracing::warn!(sop = %receipt.sop_instance_uid, "instance replaced (SCP_ON_CONFLICT=overwrite)");
+                Ok(StoreOutcome::Overwritten { receipt_id: id })
+            }
+            Err(e) => {
+                if had_old {
+                    let _ = tokio::fs::rename(&aside, &final_path).await;
+                    let _ = dir_sync(final_path.parent().unwrap()).await;
+                } else {
+                    self.remove_durably(&final_path).await;
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Create the study/series folders (fsync each parent when a folder is new), rename, fsync the folder.
+    async fn rename_into_place(&self, temp: &Path, final_path: &Path) -> Result<(), StoreError> {
+        let series_dir = final_path.parent().expect("relpath has folders").to_path_buf();
+        let study_dir = series_dir.parent().expect("relpath has folders").to_path_buf();
+        for dir in [&study_dir, &series_dir] {
+            match tokio::fs::create_dir(dir).await {
+                Ok(()) => dir_sync(dir.parent().unwrap())
+                    .await
+                    .map_err(StoreError::io("fsync parent folder"))?,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    return Err(StoreError::Io {
+                        context: "create folder",
+                        source: e,
+                    })
+                }
+            }
+        }
+        tokio::fs::rename(temp, final_path)
+            .await
+            .map_err(StoreError::io("rename into place"))?;
+        dir_sync(&series_dir)
+            .await
+            .map_err(StoreError::io("fsync series folder"))
+    }
+
+    async fn remove_durably(&self, path: &Path) {
+        if let Err(e) = tokio::fs::remove_file(path).await {
+            tracing::error!(path = %path.display(), error = %e, "cannot remove file after failed receipt");
+            return;
+        }
+        if let Some(parent) = path.parent() {
+            let _ = dir_sync(parent).await;
+        }
+    }
+
+    fn instance_lock(&self, sop: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().expect("lock map");
+        locks.entry(sop.to_string()).or_default().clone()
+    }
+
+    fn instance_unlock(&self, sop: &str) {
+        let mut locks = self.locks.lock().expect("lock map");
+        if let Some(l) = locks.get(sop) {
+            // Only the map holds it: nobody waits.
+            if Arc::strong_count(l) == 1 {
+                locks.remove(sop);
+            }
+        }
+    }
+}
+
+async fn dir_sync(dir: &Path) -> std::io::Result<()> {
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || fs::File::open(&dir)?.sync_all())
+        .await
+        .map_err(std::io::Error::other)?
+}
+
+async fn file_sha256(path: &Path) -> std::io::Result<String> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let mut f = fs::File::open(&path)?;
+        hash_from(&mut f)
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
+
+/// Whether two Part-10 files hold the same data set bytes (their file meta may differ, e.g. the sender's AE).
+async fn same_dataset(a: &Path, b: &Path) -> std::io::Result<bool> {
+    let (a, b) = (a.to_path_buf(), b.to_path_buf());
+    tokio::task::spawn_blocking(move || Ok(dataset_sha256(&a)? == dataset_sha256(&b)?))
+        .await
+        .map_err(std::io::Error::other)?
+}
+
+fn dataset_sha256(path: &Path) -> std::io::Result<String> {
+    let mut f = fs::File::open(path)?;
+    let mut head = [0u8; 144];
+    f.read_exact(&mut head)?;
+    if &head[128..132] != b"DICM" || head[132..136] != [2, 0, 0, 0] {
+        return Err(std::io::Error::other(
+            "not a Part-10 file with a meta group length",
+        ));
+    }
+    let group_len = u32::from_le_bytes([head[140], head[141], head[142], head[143]]);
+    f.seek(SeekFrom::Start(144 + u64::from(group_len)))?;
+    hash_from(&mut f)
+}
+
+fn hash_from(r: &mut impl Read) -> std::io::Result<String> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex(&hasher.finalize()))
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+/// Parse a stored Part-10 file up to the pixel data and read identity and receipt attributes.
+pub fn instance_identity_read(path: &Path) -> Result<InstanceIdentity, StoreError> {
+    let obj = OpenFileOptions::new()
+        .read_until(tags::PIXEL_DATA)
+        .open_file(path)
+        .map_err(|e| StoreError::Decode(e.to_string()))?;
+    instance_identity(&obj)
+}
+
+pub fn instance_identity(obj: &InMemDicomObject) -> Result<InstanceIdentity, StoreError> {
+    let uid = |tag, keyword: &'static str| -> Result<String, StoreError> {
+        let value = obj
+            .element_opt(tag)
+            .map_err(|e| StoreError::Decode(e.to_string()))?
+            .and_then(|e| e.value().primitive().map(|p| p.to_str().trim().to_string()))
+            .filter(|v| !v.is_empty())
+            .ok_or(StoreError::MissingAttribute(keyword))?;
+        uid_check(&value).map_err(|problem| StoreError::BadUid {
+            keyword,
+            value: value.clone(),
+            problem,
+        })?;
+        Ok(value)
+    };
+    let sop_class_uid = uid(tags::SOP_CLASS_UID, "SOPClassUID")?;
+    let sop_instance_uid = uid(tags::SOP_INSTANCE_UID, "SOPInstanceUID")?;
+    let study_instance_uid = uid(tags::STUDY_INSTANCE_UID, "StudyInstanceUID")?;
+    let series_instance_uid = uid(tags::SERIES_INSTANCE_UID, "SeriesInstanceUID")?;
+    let mut attrs = BTreeMap::new();
+    for keyword in ATTR_KEYWORDS {
+        if let Ok(Some(element)) = obj.element_by_name_opt(keyword) {
+            if let Some(p) = element.value().primitive() {
+                attrs.insert(keyword.to_string(), p.to_str().trim_end().to_string());
+            }
+        }
+    }
+    Ok(InstanceIdentity {
+        sop_class_uid,
+        sop_instance_uid,
+        study_instance_uid,
+        series_instance_uid,
+        attrs,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn contract(name: &str) -> Value {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/contracts")
+            .join(name);
+        serde_json::from_str(&fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+            .unwrap()
+    }
+
+    #[test]
+    fn uid_check_matches_contract() {
+        let c = contract("uids.json");
+        for v in c["valid"].as_array().unwrap() {
+            let v = v.as_str().unwrap();
+            assert_eq!(uid_check(v), Ok(()), "{v:?} should be valid");
+        }
+        for v in c["invalid"].as_array().unwrap() {
+            let v = v.as_str().unwrap();
+            assert!(uid_check(v).is_err(), "{v:?} should be invalid");
+        }
+    }
+
+    #[test]
+    fn relpath_matches_contract() {
+        let c = contract("storage_paths.json");
+        for case in c["cases"].as_array().unwrap() {
+            let got = instance_relpath(
+                case["study"].as_str().unwrap(),
+                case["series"].as_str().unwrap(),
+                case["sop"].as_str().unwrap(),
+            )
+            .unwrap();
+            assert_eq!(got, case["path"].as_str().unwrap());
+        }
+        for case in c["rejected"].as_array().unwrap() {
+            let got = instance_relpath(
+                case["study"].as_str().unwrap(),
+                case["series"].as_str().unwrap(),
+                case["sop"].as_str().unwrap(),
+            );
+            assert!(matches!(got, Err(StoreError::BadUid { .. })), "{case}");
+        }
+    }
+
+    #[test]
+    fn attr_keywords_match_contract() {
+        let c = contract("receipt.json");
+        let expected: Vec<&str> = c["attr_keywords"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert_eq!(ATTR_KEYWORDS, expected.as_slice());
+        assert_eq!(c["table"], "pacs_receipt");
+        assert!(c["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s == receipt::SOURCE_DIMSE));
+        // Every keyword is known to the dictionary, so none is silently never extracted.
+        use dicom_core::dictionary::DataDictionary;
+        for k in ATTR_KEYWORDS {
+            assert!(
+                dicom_dictionary_std::StandardDataDictionary.by_name(k).is_some(),
+                "{k}"
+            );
+        }
+    }
+
+    #[test]
+    fn file_meta_is_readable_part10() {
+        let meta = file_meta_bytes(
+            "1.2.840.10008.5.1.4.1.1.7",
+            "1.2.3.4",
+            "1.2.840.10008.1.2",
+            "MODALITY",
+        );
+        assert_eq!(&meta[128..132], b"DICM");
+        let mut bytes = meta.clone();
+        // An empty data set after the meta: the reader must accept the header we write.
+        let obj = OpenFileOptions::new().from_reader(&mut &bytes[128..]);
+        let obj = obj.expect("meta parses");
+        assert_eq!(obj.meta().media_storage_sop_instance_uid(), "1.2.3.4");
+        assert_eq!(obj.meta().transfer_syntax(), "1.2.840.10008.1.2");
+        assert_eq!(obj.meta().implementation_class_uid(), IMPLEMENTATION_CLASS_UID);
+        bytes.clear();
+    }
+}
