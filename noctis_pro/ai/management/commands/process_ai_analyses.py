@@ -13,7 +13,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
-from django.db import DatabaseError, close_old_connections
+from django.db import DatabaseError, close_old_connections, connection
 
 from noctis_pro.ai.processing import analyses_fail_exhausted, analysis_run, analysis_take_next, worker_id
 
@@ -41,7 +41,8 @@ class Command(BaseCommand):
         logger.info("AI processor %s started (continuous=%s)", worker, options["continuous"])
         processed = 0
         while not stop.is_set():
-            close_old_connections()
+            if not connection.in_atomic_block:  # a long-lived loop: drop broken or expired connections
+                close_old_connections()
             try:
                 analyses_fail_exhausted()
                 analysis = analysis_take_next(worker=worker)

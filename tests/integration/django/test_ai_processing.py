@@ -1,0 +1,152 @@
+"""process_ai_analyses: takes pending analyses one at a time, runs study_inventory, stops cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+from django.utils import timezone
+from pydicom.uid import generate_uid
+
+from noctis_pro.ai.models import AIAnalysis
+from noctis_pro.ai.processing import analysis_take_next
+from noctis_pro.pacs.indexing import receipts_index
+from noctis_pro.pacs.models import Receipt, Study
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def study_with_gap(archive: Callable[..., Receipt]) -> Study:
+    """A CT series with instances 1, 2, 4 (3 is missing) and an MR series with 1, 2."""
+    study_uid, ct, mr = generate_uid(), generate_uid(), generate_uid()
+    ids = [archive(study_uid=study_uid, series_uid=ct, instance_number=n, SeriesNumber=1).pk for n in (1, 2, 4)]
+    ids += [
+        archive(modality="MR", study_uid=study_uid, series_uid=mr, instance_number=n, SeriesNumber=2).pk for n in (1, 2)
+    ]
+    receipts_index(receipt_ids=ids)
+    return Study.objects.get(study_instance_uid=study_uid)
+
+
+@pytest.mark.django_db
+def test_process_ai_analyses_runs_study_inventory_and_exits(archive: Callable[..., Receipt]) -> None:
+    study = study_with_gap(archive)
+    analysis = AIAnalysis.objects.create(study=study, analyzer="study_inventory")
+
+    out = io.StringIO()
+    call_command("process_ai_analyses", stdout=out)
+
+    analysis.refresh_from_db()
+    assert analysis.status == "done", analysis.error
+    assert analysis.attempts == 1
+    assert analysis.worker.endswith(f":{os.getpid()}")
+    assert analysis.finished_at is not None
+    result = analysis.result
+    assert result["series_count"] == 2
+    assert result["instance_count"] == 5
+    assert result["modalities"] == ["CT", "MR"]
+    ct, mr = result["series"]
+    assert (ct["modality"], ct["instances"], ct["instance_number_gaps"]) == ("CT", 3, [3])
+    assert (mr["modality"], mr["instances"], mr["instance_number_gaps"]) == ("MR", 2, [])
+    assert result["complete"] is False
+    assert result["study_counts_match_index"] is True
+    assert "processed 1 analyses" in out.getvalue()
+
+
+@pytest.mark.django_db
+def test_unknown_analyzer_fails_with_a_clear_error(archive: Callable[..., Receipt]) -> None:
+    study = study_with_gap(archive)
+    analysis = AIAnalysis.objects.create(study=study, analyzer="crystal_ball")
+    call_command("process_ai_analyses", stdout=io.StringIO())
+    analysis.refresh_from_db()
+    assert analysis.status == "failed"
+    assert analysis.error == "unknown analyzer 'crystal_ball'"
+    assert analysis.attempts == 1
+
+
+@pytest.mark.django_db
+def test_failing_analyzer_is_retried_until_max_attempts(
+    archive: Callable[..., Receipt], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from noctis_pro.ai import analyzers
+
+    class Broken:
+        name = "broken"
+
+        def run(self, analysis: AIAnalysis) -> dict:
+            raise ValueError("bad pixels")
+
+    monkeypatch.setitem(analyzers.ANALYZERS, "broken", Broken())
+    analysis = AIAnalysis.objects.create(study=study_with_gap(archive), analyzer="broken", max_attempts=2)
+    call_command("process_ai_analyses", stdout=io.StringIO())
+    analysis.refresh_from_db()
+    assert analysis.status == "failed"
+    assert analysis.attempts == 2
+    assert analysis.error == "ValueError: bad pixels"
+
+
+@pytest.mark.django_db
+def test_stuck_running_analysis_is_taken_again(archive: Callable[..., Receipt], settings: object) -> None:
+    study = study_with_gap(archive)
+    stuck = AIAnalysis.objects.create(
+        study=study, analyzer="study_inventory", status="running", attempts=1, worker="dead:1",
+        started_at=timezone.now() - dt.timedelta(hours=2),
+    )  # fmt: skip
+    busy = AIAnalysis.objects.create(
+        study=study, analyzer="study_inventory", status="running", attempts=1, worker="alive:2",
+        started_at=timezone.now(),
+    )  # fmt: skip
+    taken = analysis_take_next(worker="me:3")
+    assert taken is not None
+    assert taken.pk == stuck.pk
+    assert (taken.worker, taken.attempts) == ("me:3", 2)
+    assert analysis_take_next(worker="me:3") is None
+    busy.refresh_from_db()
+    assert busy.worker == "alive:2"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_process_ai_analyses_continuous_stops_on_sigterm(archive: Callable[..., Receipt], tmp_path: Path) -> None:
+    study = study_with_gap(archive)
+    first = AIAnalysis.objects.create(study=study, analyzer="study_inventory")
+    db = connection.settings_dict
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "noctis_pro.settings.test",
+        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        "NOCTIS_ENV_FILE": str(tmp_path / "no.env"),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "process_ai_analyses", "--continuous", "--poll-seconds", "0.2"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and AIAnalysis.objects.get(pk=first.pk).status != "done":
+            time.sleep(0.1)
+        assert AIAnalysis.objects.get(pk=first.pk).status == "done"
+        second = AIAnalysis.objects.create(study=study, analyzer="study_inventory")  # found by the running loop
+        while time.monotonic() < deadline and AIAnalysis.objects.get(pk=second.pk).status != "done":
+            time.sleep(0.1)
+        assert AIAnalysis.objects.get(pk=second.pk).status == "done"
+
+        stop_sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=10)
+        assert time.monotonic() - stop_sent < 5
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, output
+    assert "stopping" in output
+    assert "processed 2 analyses" in output
