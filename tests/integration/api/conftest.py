@@ -10,7 +10,8 @@ import datetime as dt
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
@@ -130,9 +131,16 @@ def auth_headers(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+@dataclass(frozen=True)
+class MadeStudy:
+    study_instance_uid: str
+    patient_id: str
+    series_instance_uids: list[str]
+
+
 @pytest.fixture
-def study_make(transactional_db: None) -> Callable[..., Any]:
-    """`study_make(patient_name=..., modalities=["CT"], instances_per_series=2, ...)` -> the Study, committed."""
+def study_make(transactional_db: None) -> Callable[..., Awaitable[MadeStudy]]:
+    """`await study_make(patient_name=..., modalities=("CT",), instances_per_series=2, ...)`, committed."""
     from noctis_pro.pacs.models import Instance, Patient, Series, Study
 
     counter = iter(range(1, 1_000_000))
@@ -146,7 +154,7 @@ def study_make(transactional_db: None) -> Callable[..., Any]:
         modalities: tuple[str, ...] = ("CT",),
         instances_per_series: int = 2,
         thumbnail: str = "",
-    ) -> Any:
+    ) -> MadeStudy:
         n = next(counter)
         patient, _ = Patient.objects.get_or_create(
             patient_id=patient_id or f"PID-{n:04d}",
@@ -166,6 +174,7 @@ def study_make(transactional_db: None) -> Callable[..., Any]:
             number_of_instances=len(modalities) * instances_per_series,
         )
         now = dt.datetime.now(dt.UTC)
+        series_uids = []
         for number, modality in enumerate(modalities, start=1):
             series = Series.objects.create(
                 series_instance_uid=generate_uid(),
@@ -177,6 +186,7 @@ def study_make(transactional_db: None) -> Callable[..., Any]:
                 number_of_instances=instances_per_series,
                 thumbnail=thumbnail,
             )
+            series_uids.append(series.series_instance_uid)
             for i in range(instances_per_series, 0, -1):  # stored out of order on purpose
                 sop_uid = generate_uid()
                 Instance.objects.create(
@@ -193,6 +203,9 @@ def study_make(transactional_db: None) -> Callable[..., Any]:
                     number_of_frames=1,
                     received_at=now,
                 )
-        return study
+        return MadeStudy(study.study_instance_uid, patient.patient_id, series_uids)
 
-    return make
+    async def make_committed(**kwargs: Any) -> MadeStudy:
+        return await orm(lambda: make(**kwargs))
+
+    return make_committed
