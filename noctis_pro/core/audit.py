@@ -12,10 +12,11 @@ from noctis_pro.core.models import AuditEvent
 
 
 def _remote_addr(request: HttpRequest) -> str:
-    # Behind nginx the client is the first X-Forwarded-For entry; nginx sets it, clients cannot skip it.
+    # Behind nginx ($proxy_add_x_forwarded_for) the LAST entry is the address nginx saw; earlier entries come
+    # from the client and can be forged.
     forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
     if forwarded:
-        return forwarded.split(",")[0].strip()[:64]
+        return forwarded.split(",")[-1].strip()[:64]
     return str(request.META.get("REMOTE_ADDR", ""))[:64]
 
 

@@ -21,11 +21,16 @@ from django.utils import timezone
 
 from noctis_pro.contracts.events import StudyUpdated
 from noctis_pro.contracts.uids import uid_problem
-from noctis_pro.core.events import publish_on_commit
+from noctis_pro.core.events import publish_on_commit, redis_client
 from noctis_pro.pacs import dicom_values as dv
 from noctis_pro.pacs.models import Instance, Patient, Receipt, Series, Study
+from noctis_pro.pacs.signals import studies_indexed
 
 logger = logging.getLogger(__name__)
+
+THUMBNAIL_PENDING_KEY = "noctis:thumbnail-pending:{}"
+THUMBNAIL_PENDING_TTL = 60  # seconds; only matters if the queued task is lost
+THUMBNAIL_DELAY_SECONDS = 2
 
 
 @dataclass
@@ -255,14 +260,23 @@ def _after_commit(studies: list[Study], series_uids: list[str]) -> None:
             )
         )
     for uid in series_uids:
-        transaction.on_commit(lambda uid=uid: _queue(series_thumbnail, uid))
+        transaction.on_commit(lambda uid=uid: _thumbnail_queue(series_thumbnail, uid))
 
 
-def _queue(task: Any, *args: Any) -> None:
+def _thumbnail_queue(task: Any, series_uid: str) -> None:
+    """Queue one thumbnail render per series per burst: a series arriving in many batches is rendered once
+    THUMBNAIL_DELAY_SECONDS after its first batch (the task clears the marker, so later batches queue again)."""
     try:
-        task.apply_async(args=args, retry=True, retry_policy={"max_retries": 2, "interval_start": 0.2})
-    except Exception:  # the broker is down: the index is committed; thumbnails can be redone later
-        logger.exception("could not queue %s%r", task.name, args)
+        if not redis_client().set(THUMBNAIL_PENDING_KEY.format(series_uid), 1, nx=True, ex=THUMBNAIL_PENDING_TTL):
+            return
+        task.apply_async(
+            args=[series_uid],
+            countdown=THUMBNAIL_DELAY_SECONDS,
+            retry=True,
+            retry_policy={"max_retries": 2, "interval_start": 0.2},
+        )
+    except Exception:  # Redis or the broker is down: the index is committed; the thumbnail can be redone later
+        logger.exception("could not queue the thumbnail of series %s", series_uid)
 
 
 def receipts_index(*, receipt_ids: Sequence[int]) -> IndexResult:
@@ -286,6 +300,7 @@ def receipts_index(*, receipt_ids: Sequence[int]) -> IndexResult:
             study_ids, series_ids = _index_usable(usable)
             series_derived_update(series_ids=series_ids)
             studies = studies_derived_update(study_ids=study_ids)
+            studies_indexed.send(sender=Study, study_ids=study_ids)
             series_uids = sorted({r.series_instance_uid for r in usable})
         now = timezone.now()
         ok_ids = [r.pk for r in usable]

@@ -5,14 +5,15 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
+import redis
 from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
 from noctis_pro.contracts.events import TaskEcho
 from noctis_pro.contracts.uids import uid_problem
-from noctis_pro.core.events import publish_now
-from noctis_pro.pacs.indexing import receipts_index
+from noctis_pro.core.events import publish_now, redis_client
+from noctis_pro.pacs.indexing import THUMBNAIL_PENDING_KEY, receipts_index
 from noctis_pro.pacs.models import Instance, Receipt, Series
 from noctis_pro.pacs.thumbnails import ThumbnailError, file_write_atomic, thumbnail_png
 
@@ -58,6 +59,10 @@ def series_thumbnail(series_uid: str) -> str:
     if uid_problem(series_uid) is not None:
         logger.warning("thumbnail: bad series uid %r", series_uid)
         return ""
+    try:
+        redis_client().delete(THUMBNAIL_PENDING_KEY.format(series_uid))  # batches from now on queue a new render
+    except redis.RedisError:
+        logger.warning("thumbnail: could not clear the pending marker of %s", series_uid)
     series = Series.objects.filter(series_instance_uid=series_uid).first()
     if series is None:
         logger.warning("thumbnail: unknown series %s", series_uid)

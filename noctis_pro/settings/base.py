@@ -126,6 +126,8 @@ CELERY_BEAT_SCHEDULE = {
 }
 
 AI_POLL_SECONDS = env.float("AI_POLL_SECONDS", default=1.0)
+# Analyzers queued (pending) for every study that indexing touches; empty to queue none automatically.
+AI_AUTO_ANALYZERS = env.list("AI_AUTO_ANALYZERS", default=["study_inventory"])
 # A running analysis whose processor has been silent this long is taken again (its processor died).
 AI_STUCK_AFTER_SECONDS = env.int("AI_STUCK_AFTER_SECONDS", default=600)
 

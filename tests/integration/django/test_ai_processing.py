@@ -26,6 +26,12 @@ from noctis_pro.pacs.models import Receipt, Study
 ROOT = Path(__file__).resolve().parents[3]
 
 
+@pytest.fixture(autouse=True)
+def _no_auto_analyses(settings: object) -> None:
+    """These tests queue their analyses themselves (indexing would queue study_inventory on its own)."""
+    settings.AI_AUTO_ANALYZERS = []  # type: ignore[attr-defined]
+
+
 def study_with_gap(archive: Callable[..., Receipt]) -> Study:
     """A CT series with instances 1, 2, 4 (3 is missing) and an MR series with 1, 2."""
     study_uid, ct, mr = generate_uid(), generate_uid(), generate_uid()
@@ -150,3 +156,18 @@ def test_process_ai_analyses_continuous_stops_on_sigterm(archive: Callable[..., 
     assert proc.returncode == 0, output
     assert "stopping" in output
     assert "processed 2 analyses" in output
+
+
+@pytest.mark.django_db
+def test_indexing_queues_one_pending_analysis_per_study(archive: Callable[..., Receipt], settings: object) -> None:
+    settings.AI_AUTO_ANALYZERS = ["study_inventory"]  # type: ignore[attr-defined]
+    study_uid = generate_uid()
+    receipts_index(receipt_ids=[archive(study_uid=study_uid, instance_number=1).pk])
+    receipts_index(receipt_ids=[archive(study_uid=study_uid, instance_number=2).pk])  # still pending: no second
+    pending = AIAnalysis.objects.filter(study__study_instance_uid=study_uid)
+    assert [(a.analyzer, a.status) for a in pending] == [("study_inventory", "pending")]
+
+    call_command("process_ai_analyses", stdout=io.StringIO())
+    receipts_index(receipt_ids=[archive(study_uid=study_uid, instance_number=3).pk])  # new images: a new run
+    assert sorted(pending.values_list("status", flat=True)) == ["done", "pending"]
+    assert pending.get(status="done").result["instance_count"] == 2

@@ -21,6 +21,8 @@ from noctis_pro.pacs.models import Instance, Patient, Receipt, Series, Study
 
 pytestmark = pytest.mark.django_db
 
+SAME_STUDY = generate_uid()
+
 
 def test_receipts_index_is_idempotent_on_sop_uid(archive: Callable[..., Receipt]) -> None:
     study_uid, series_uid = generate_uid(), generate_uid()
@@ -209,3 +211,22 @@ def test_receipts_index_rolled_back_publishes_nothing(
     assert not [e for e in _messages(events, 0.5) if e.get("study_instance_uid") == receipt.study_instance_uid]
     assert not Study.objects.filter(study_instance_uid=receipt.study_instance_uid).exists()
     assert Receipt.objects.get(pk=receipt.pk).indexed_at is None
+
+
+def test_thumbnails_are_queued_once_per_series_burst(
+    archive: Callable[..., Receipt], django_capture_on_commit_callbacks: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from noctis_pro.pacs import tasks
+
+    queued: list[tuple[Any, ...]] = []
+    # The broker is the boundary here: record what would be sent to it.
+    monkeypatch.setattr(tasks.series_thumbnail, "apply_async", lambda args, **kw: queued.append(tuple(args)))
+    series_uid = generate_uid()
+    for n in (1, 2, 3):
+        with django_capture_on_commit_callbacks(execute=True):
+            receipts_index(receipt_ids=[archive(series_uid=series_uid, study_uid=SAME_STUDY, instance_number=n).pk])
+    assert queued == [(series_uid,)]
+    tasks.series_thumbnail(series_uid)  # the render clears the marker: the next batch queues again
+    with django_capture_on_commit_callbacks(execute=True):
+        receipts_index(receipt_ids=[archive(series_uid=series_uid, study_uid=SAME_STUDY, instance_number=4).pk])
+    assert queued == [(series_uid,), (series_uid,)]
