@@ -55,13 +55,23 @@ async def _handshake_user(ws: WebSocket, pool: PoolDep, settings: Settings) -> a
     return None
 
 
-async def _relay(ws: WebSocket, redis_client: redis.Redis) -> None:
-    """Redis -> socket, forever; a lost Redis connection is re-subscribed with back-off."""
+async def _relay(ws: WebSocket, redis_client: redis.Redis, hello: dict[str, object]) -> None:
+    """Redis -> socket, forever; a lost Redis connection is re-subscribed with back-off.
+
+    `hello` goes out after the first subscription attempt, so a client that sees it does not miss later events
+    (unless Redis is down, in which case it still learns that the socket is live).
+    """
+    greeted = False
     delay = 0.5
     while True:
         pubsub = redis_client.pubsub(ignore_subscribe_messages=True)
         try:
-            await pubsub.subscribe(events.CHANNEL)
+            try:
+                await pubsub.subscribe(events.CHANNEL)
+            finally:
+                if not greeted:
+                    await ws.send_json(hello)
+                    greeted = True
             delay = 0.5
             while True:
                 message = await pubsub.get_message(timeout=30.0)
@@ -103,8 +113,8 @@ async def events_socket(ws: WebSocket, pool: PoolDep, redis_client: RedisDep, se
         await ws.close(code=POLICY_VIOLATION, reason="authentication required")
         return
     await ws.accept()
-    await ws.send_json({"type": "hello", "user": user.public()})
-    relay = asyncio.create_task(_relay(ws, redis_client), name=f"ws-relay-{user.username}")
+    hello = {"type": "hello", "user": user.public()}
+    relay = asyncio.create_task(_relay(ws, redis_client, hello), name=f"ws-relay-{user.username}")
     receive = asyncio.create_task(_receive(ws), name=f"ws-receive-{user.username}")
     try:
         done, _ = await asyncio.wait({relay, receive}, return_when=asyncio.FIRST_COMPLETED)
