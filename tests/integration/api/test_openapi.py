@@ -1,0 +1,38 @@
+"""OpenAPI is served under /api/v1 and documents every route with its response models; CORS follows settings."""
+
+from __future__ import annotations
+
+import httpx
+
+from fastapi_app.settings import Settings
+
+
+async def test_openapi_lists_the_routes(api: httpx.AsyncClient) -> None:
+    response = await api.get("/api/v1/openapi.json")
+    assert response.status_code == 200
+    spec = response.json()
+    assert {
+        "/api/v1/health",
+        "/api/v1/me",
+        "/api/v1/studies",
+        "/api/v1/studies/{study_uid}",
+        "/api/v1/series/{series_uid}/instances",
+    } <= set(spec["paths"])
+    schemas = spec["components"]["schemas"]
+    assert {"StudyPage", "StudyOut", "StudyDetail", "SeriesOut", "SeriesInstancesOut", "InstanceOut"} <= set(schemas)
+    study_list = spec["paths"]["/api/v1/studies"]["get"]
+    assert {p["name"] for p in study_list["parameters"]} >= {"patient_name", "modality", "sort", "limit", "offset"}
+    assert (await api.get("/api/v1/docs")).status_code == 200
+
+
+async def test_cors_allows_only_configured_origins(api_settings: Settings, api_for) -> None:
+    settings = api_settings.model_copy(update={"cors_allowed_origins": ["https://viewer.example"]})
+    async for client in api_for(settings):
+        allowed = await client.options(
+            "/api/v1/studies",
+            headers={"Origin": "https://viewer.example", "Access-Control-Request-Method": "GET"},
+        )
+        assert allowed.status_code == 200
+        assert allowed.headers["access-control-allow-origin"] == "https://viewer.example"
+        other = await client.get("/api/v1/health", headers={"Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in other.headers
