@@ -5,15 +5,18 @@ from django import template
 register = template.Library()
 
 
+def _group(group: str) -> str:
+    parts = [p.strip() for p in group.split("^")]
+    family, rest = parts[0], " ".join(p for p in parts[1:] if p)
+    if family and rest:
+        return f"{family}, {rest}"
+    return family or rest
+
+
 @register.filter
 def person_name(value: str) -> str:
-    """ "Doe^Jane^^Dr" -> "Doe, Jane"; the alphabetic group only (ideographic/phonetic groups follow "=")."""
-    alphabetic = (value or "").split("=")[0]
-    parts = [p.strip() for p in alphabetic.split("^")]
-    family, given = [*parts, "", ""][:2]
-    if family and given:
-        return f"{family}, {given}"
-    return family or given
+    """A PN for reading: "Doe^Jane^^Dr" -> "Doe, Jane Dr". Component groups ("=") are kept; nothing is dropped."""
+    return "=".join(_group(g) for g in (value or "").split("="))
 
 
 @register.filter

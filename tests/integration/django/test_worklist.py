@@ -61,8 +61,9 @@ def test_worklist_escapes_dicom_text(client: Client, radiologist: User, archive:
     assert response.status_code == 200
     assert receipt.study_instance_uid in html
     assert XSS_NAME not in html
-    assert "&lt;img src=x onerror=alert(1)&gt;" in html
+    assert html.count("&lt;img src=x onerror=alert(1)&gt;") == 2  # the shown name and its title
     assert "<script>alert(2)</script>" not in html
+    assert "&lt;script&gt;alert(2)&lt;/script&gt;" in html
 
 
 def test_worklist_lists_and_filters_studies(client: Client, radiologist: User, archive: Callable[..., Receipt]) -> None:
@@ -131,3 +132,18 @@ def test_thumbnail_view_serves_the_png_or_404(
     assert url in client.get("/").content.decode()  # the worklist row shows it
     Series.objects.filter(series_instance_uid=receipt.series_instance_uid).update(thumbnail="")
     assert client.get(url).status_code == 404
+
+
+@pytest.mark.parametrize(
+    "model", ["pacs/patient", "pacs/study", "pacs/series", "pacs/instance", "pacs/receipt", "core/auditevent",
+              "accounts/apitoken", "ai/aianalysis"],
+)  # fmt: skip
+def test_admin_lists_render_and_index_rows_are_read_only(
+    client: Client, archive: Callable[..., Receipt], model: str
+) -> None:
+    admin = User.objects.create_superuser("root", password="a-long-test-password")
+    client.force_login(admin)
+    indexed(archive)
+    assert client.get(f"/admin/{model}/").status_code == 200
+    if model.startswith(("pacs/", "core/")):
+        assert client.get(f"/admin/{model}/add/").status_code == 403
