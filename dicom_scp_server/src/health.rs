@@ -103,7 +103,7 @@ impl Metrics {
         line(
             "noctis_scp_bytes_received_total",
             "counter",
-            "Bytes of stored Part-10 files.",
+            "Bytes of Part-10 files received by successful C-STOREs.",
             self.bytes_received.get().to_string(),
         );
         line(

@@ -1,7 +1,7 @@
 //! Wiring only: read the configuration, start logging, bind, print the ready line, serve until SIGTERM
 //! or SIGINT.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -22,6 +22,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,
