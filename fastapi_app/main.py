@@ -29,6 +29,7 @@ async def _pool_open(settings: Settings) -> asyncpg.Pool:
         "dsn": settings.database_url,
         "max_size": settings.db_pool_max_size,
         "command_timeout": 30,
+        "timeout": 5,  # connect timeout: a black-holed database must not stall start-up for a minute
         "server_settings": {"application_name": "noctis-fastapi", "plan_cache_mode": "force_custom_plan"},
     }
     try:

@@ -17,9 +17,11 @@ from urllib.parse import urlsplit
 import redis.asyncio as redis
 import redis.exceptions
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi.responses import JSONResponse
 
 from fastapi_app import auth
 from fastapi_app.deps import PoolDep, RedisDep, SettingsDep
+from fastapi_app.errors import DATABASE_UNAVAILABLE
 from fastapi_app.settings import Settings
 from noctis_pro.contracts import events
 
@@ -27,6 +29,7 @@ logger = logging.getLogger(__name__)
 router = APIRouter()
 
 POLICY_VIOLATION = 1008
+TRY_AGAIN_LATER = 1013
 RESUBSCRIBE_MAX_DELAY = 5.0
 
 
@@ -108,7 +111,15 @@ def _is_ping(text: str) -> bool:
 @router.websocket("/ws/")
 @router.websocket("/ws")
 async def events_socket(ws: WebSocket, pool: PoolDep, redis_client: RedisDep, settings: SettingsDep) -> None:
-    user = await _handshake_user(ws, pool, settings)
+    try:
+        user = await _handshake_user(ws, pool, settings)
+    except DATABASE_UNAVAILABLE as exc:
+        logger.error("ws: cannot authenticate, database unavailable: %r", exc)
+        if "websocket.http.response" in ws.scope.get("extensions", {}):
+            await ws.send_denial_response(JSONResponse({"detail": "database unavailable, retry later"}, 503))
+        else:
+            await ws.close(code=TRY_AGAIN_LATER)
+        return
     if user is None:
         await ws.close(code=POLICY_VIOLATION, reason="authentication required")
         return

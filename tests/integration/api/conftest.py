@@ -6,6 +6,7 @@ Rows are made with the Django ORM and committed (`transactional_db`) so FastAPI'
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import os
 import threading
@@ -89,11 +90,18 @@ def api_for() -> Callable[[Settings], AsyncIterator[httpx.AsyncClient]]:
 
 @pytest.fixture
 def live_server_url(api_settings: Settings) -> Iterator[str]:
-    """The app served by a real uvicorn on a free loopback port (for WebSocket tests)."""
+    """host:port of the app served by a real uvicorn on a free loopback port (for WebSocket tests)."""
+    with serving(api_settings) as address:
+        yield address
+
+
+@contextlib.contextmanager
+def serving(settings: Settings) -> Iterator[str]:
+    """Serve create_app(settings) with uvicorn in a thread; yields host:port."""
     from fastapi_app.main import create_app
 
     port = free_port()
-    config = uvicorn.Config(create_app(api_settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
     thread.start()

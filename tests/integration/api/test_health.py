@@ -34,3 +34,11 @@ async def test_health_503_when_database_is_down(api_settings: Settings, api_for)
         assert body["status"] == "degraded"
         assert body["database"].startswith("error")
         assert body["redis"] == "ok"
+
+
+async def test_requests_get_503_not_500_when_database_is_down(api_settings: Settings, api_for, token: str) -> None:
+    settings = api_settings.model_copy(update={"database_url": f"postgres://postgres@127.0.0.1:{free_port()}/x"})
+    async for client in api_for(settings):
+        response = await client.get("/api/v1/studies", headers={"Authorization": f"Bearer {token}"})
+        assert response.status_code == 503
+        assert response.json() == {"detail": "database unavailable, retry later"}

@@ -13,8 +13,10 @@ import redis.asyncio as redis
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
+from fastapi_app.settings import Settings
 from noctis_pro.contracts import events
-from tests.integration.api.conftest import PASSWORD, REDIS_URL, orm
+from tests.conftest import free_port
+from tests.integration.api.conftest import PASSWORD, REDIS_URL, orm, serving
 
 
 async def _hello(ws: ClientConnection) -> dict[str, Any]:
@@ -152,3 +154,11 @@ async def test_ws_subscription_is_released_on_disconnect(live_server_url: str, t
         await asyncio.sleep(0.05)
     else:
         pytest.fail("the pub/sub connection outlived its WebSocket")
+
+
+async def test_ws_handshake_is_503_when_database_is_down(api_settings: Settings, token: str) -> None:
+    settings = api_settings.model_copy(update={"database_url": f"postgres://postgres@127.0.0.1:{free_port()}/x"})
+    with serving(settings) as address, pytest.raises(InvalidStatus) as refused:
+        async with connect(f"ws://{address}/ws/", additional_headers={"Authorization": f"Bearer {token}"}):
+            pass
+    assert refused.value.response.status_code == 503
