@@ -190,6 +190,24 @@ async fn request_handle(mut stream: TcpStream, storage: &Storage, metrics: &Metr
     stream.shutdown().await
 }
 
+/// GET /health (blocking; for the container HEALTHCHECK). Ok for a 200.
+pub fn health_probe(addr: std::net::SocketAddr) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let mut s =
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut response = String::new();
+    s.read_to_string(&mut response).map_err(|e| e.to_string())?;
+    if response.starts_with("HTTP/1.1 200") {
+        Ok(())
+    } else {
+        Err(response.split("\r\n\r\n").nth(1).unwrap_or(&response).to_string())
+    }
+}
+
 /// 200 {"status":"ok","database":"ok","storage":"ok"}, or 503 naming what failed.
 pub async fn health_report(storage: &Storage) -> (u16, String) {
     let database =

@@ -9,6 +9,7 @@ use dicom_scp_server::config::Config;
 use dicom_scp_server::server;
 
 fn main() -> ExitCode {
+    let healthcheck = std::env::args().nth(1).as_deref() == Some("healthcheck");
     let config = match Config::from_env() {
         Ok(c) => c,
         Err(e) => {
@@ -16,6 +17,21 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if healthcheck {
+        // `dicom_scp_server healthcheck`: the container's HEALTHCHECK, no curl needed.
+        let ip = if config.http_bind.is_unspecified() {
+            [127, 0, 0, 1].into()
+        } else {
+            config.http_bind
+        };
+        return match dicom_scp_server::health::health_probe(std::net::SocketAddr::new(ip, config.http_port)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("unhealthy: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

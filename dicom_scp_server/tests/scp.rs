@@ -28,6 +28,12 @@ fn echo_succeeds_and_wrong_called_ae_is_rejected() {
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["storage"], "ok");
     assert_ne!(v["database"], "ok");
+    let opts = ScpOptions::new(CLOSED_DB_URL).env("SCP_HTTP_PORT", &scp.http.port().to_string());
+    let probe = scp_command(&opts, &scp.storage)
+        .arg("healthcheck")
+        .output()
+        .unwrap();
+    assert_eq!(probe.status.code(), Some(1), "{}", text(&probe));
 }
 
 #[test]
@@ -409,6 +415,13 @@ fn health_is_ok_with_database_and_storage() {
         serde_json::json!({"status": "ok", "database": "ok", "storage": "ok"})
     );
     assert_eq!(http_get(scp.http, "/nope").0, 404);
+    // The container HEALTHCHECK: `dicom_scp_server healthcheck` with the same environment.
+    let opts = ScpOptions::new(&db_url()).env("SCP_HTTP_PORT", &scp.http.port().to_string());
+    let probe = scp_command(&opts, &scp.storage)
+        .arg("healthcheck")
+        .output()
+        .unwrap();
+    assert!(probe.status.success(), "{}", text(&probe));
     assert_eq!(scp.terminate(), Some(0));
 }
 
