@@ -166,7 +166,10 @@ def _usable_receipts(receipts: list[Receipt], failed: dict[int, str]) -> list[Re
 
 
 def _upsert(model: type, rows: list[Any], *, unique: list[str], update: list[str]) -> None:
+    """INSERT ... ON CONFLICT DO UPDATE in unique-key order, so concurrent batches lock rows in the same order
+    (no deadlock) and the second of two batches touching one series waits for the first and counts its rows."""
     if rows:
+        rows = sorted(rows, key=lambda row: tuple(getattr(row, name) for name in unique))
         model.objects.bulk_create(rows, update_conflicts=True, unique_fields=unique, update_fields=update)
 
 

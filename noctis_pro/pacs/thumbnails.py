@@ -17,7 +17,7 @@ import pydicom
 from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
-from pydicom.pixels import pixel_array
+from pydicom.pixels import apply_color_lut, pixel_array
 
 THUMBNAIL_SIZE = 256
 
@@ -57,6 +57,9 @@ def _window(values: np.ndarray, ds: Dataset) -> np.ndarray:
 def thumbnail_image(ds: Dataset, pixels: np.ndarray) -> Image.Image:
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    if photometric == "PALETTE COLOR" and pixels.ndim == 2:
+        pixels = apply_color_lut(pixels, ds)
+        samples = 3
     if samples == 3 and pixels.ndim == 3 and pixels.shape[-1] == 3:
         if pixels.dtype != np.uint8:
             peak = float(pixels.max()) or 1.0

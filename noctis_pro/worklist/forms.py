@@ -23,7 +23,10 @@ class WorklistFilterForm(forms.Form):
     ordering = forms.ChoiceField(required=False, choices=ORDERING_CHOICES, label="Sort")
 
     def filters(self) -> WorklistFilters:
-        data = self.cleaned_data if self.is_valid() else {}
+        if not self.is_bound:
+            return WorklistFilters()
+        self.is_valid()  # fills cleaned_data with the valid fields: a malformed date is ignored, the rest filter
+        data = self.cleaned_data
         return WorklistFilters(
             patient_name=data.get("patient_name", ""),
             patient_id=data.get("patient_id", ""),

@@ -85,6 +85,7 @@ def test_worklist_lists_and_filters_studies(client: Client, radiologist: User, a
     assert shown(date_from="2026-01-01") == {ct.study_instance_uid}
     assert shown(date_to="2025-12-31") == {mr.study_instance_uid}
     assert shown(ordering="bogus") == {ct.study_instance_uid, mr.study_instance_uid}
+    assert shown(patient_id="P-MR", date_from="not-a-date") == {mr.study_instance_uid}  # bad field ignored only
 
 
 def test_worklist_pages(client: Client, radiologist: User, archive: Callable[..., Receipt]) -> None:

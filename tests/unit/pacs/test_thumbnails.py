@@ -46,3 +46,16 @@ def test_rgb_stays_colour() -> None:
     image = thumbnail_image(gray_ds(PhotometricInterpretation="RGB", SamplesPerPixel=3), rgb)
     assert image.mode == "RGB"
     assert np.asarray(image)[0, 0].tolist() == [200, 0, 0]
+
+
+def test_palette_color_uses_its_lookup_tables() -> None:
+    ds = gray_ds(PhotometricInterpretation="PALETTE COLOR", BitsAllocated=8, BitsStored=8, PixelRepresentation=0)
+    ramp8 = np.arange(256, dtype=np.uint16) * 257  # 16-bit LUT entries
+    for color, lut in (("Red", ramp8), ("Green", np.zeros(256, np.uint16)), ("Blue", ramp8[::-1].copy())):
+        setattr(ds, f"{color}PaletteColorLookupTableDescriptor", [256, 0, 16])
+        setattr(ds, f"{color}PaletteColorLookupTableData", lut.tobytes())
+    indices = np.tile(np.array([0, 255], dtype=np.uint8), (8, 4))
+    pixels = np.asarray(thumbnail_image(ds, indices))
+    assert pixels.shape == (8, 8, 3)
+    assert pixels[0, 0].tolist() == [0, 0, 255]
+    assert pixels[0, 1].tolist() == [255, 0, 0]
