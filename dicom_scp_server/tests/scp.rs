@@ -200,13 +200,26 @@ fn bad_uids_fail_and_leave_nothing_and_the_association_goes_on() {
 
 /// A raw SCU (dicom-ul client) for what storescu refuses to send: data sets whose SOP Instance UID is
 /// missing or differs from the command's.
-fn raw_store(scp: &Scp, cases: &[(String, InMemDicomObject)]) -> Vec<u16> {
-    let mut assoc = ClientAssociationOptions::new()
+fn raw_association(scp: &Scp) -> dicom_ul::ClientAssociation<std::net::TcpStream> {
+    ClientAssociationOptions::new()
         .calling_ae_title("RAWSCU")
         .called_ae_title("NOCTIS")
         .with_presentation_context(CT_IMAGE_STORAGE, vec![IMPLICIT_VR_LE])
         .establish(scp.dicom)
-        .unwrap();
+        .unwrap()
+}
+
+fn raw_store(scp: &Scp, cases: &[(String, InMemDicomObject)]) -> Vec<u16> {
+    let mut assoc = raw_association(scp);
+    let statuses = raw_store_on(&mut assoc, cases);
+    assoc.release().unwrap();
+    statuses
+}
+
+fn raw_store_on(
+    assoc: &mut dicom_ul::ClientAssociation<std::net::TcpStream>,
+    cases: &[(String, InMemDicomObject)],
+) -> Vec<u16> {
     let pcid = assoc.presentation_contexts()[0].id;
     let ts = dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN.erased();
     let mut statuses = vec![];
@@ -272,7 +285,6 @@ fn raw_store(scp: &Scp, cases: &[(String, InMemDicomObject)]) -> Vec<u16> {
                 .unwrap(),
         );
     }
-    assoc.release().unwrap();
     statuses
 }
 
@@ -486,4 +498,138 @@ fn ready_line_parses() {
             "127.0.0.1:4343".parse().unwrap()
         ))
     );
+}
+
+#[test]
+fn large_instances_stream_over_many_pdus_from_parallel_associations() {
+    let scp = Scp::start(ScpOptions::new(&db_url()).env("SCP_MAX_PDU_LENGTH", "16384"));
+    let dir = tempfile::tempdir().unwrap();
+    let batches: Vec<Vec<Instance>> = (0..3)
+        .map(|_| {
+            (0..3)
+                .map(|_| {
+                    let mut i = Instance::ct();
+                    i.side = 512; // 512 KiB of pixels: dozens of 16 KiB PDUs
+                    i
+                })
+                .collect()
+        })
+        .collect();
+    let files: Vec<Vec<_>> = batches
+        .iter()
+        .map(|b| b.iter().map(|i| i.write(dir.path())).collect())
+        .collect();
+    std::thread::scope(|s| {
+        for fs in &files {
+            let scp = &scp;
+            s.spawn(move || {
+                let refs: Vec<&std::path::Path> = fs.iter().map(|p| p.as_path()).collect();
+                let (code, out) = storescu(scp, &refs);
+                assert_eq!(code, 0, "{out}");
+                assert_eq!(store_responses(&out), vec!["Success"; 3], "{out}");
+            });
+        }
+    });
+    for (inst, sent) in batches.iter().flatten().zip(files.iter().flatten()) {
+        assert_eq!(
+            dataset_bytes(&scp.storage.join(inst.relpath())),
+            dataset_bytes(sent)
+        );
+        assert_eq!(receipts_for(inst.sop()).len(), 1);
+    }
+}
+
+#[test]
+fn sigterm_lets_the_active_association_finish() {
+    let scp = Scp::start(ScpOptions::new(&db_url()));
+    let mut assoc = raw_association(&scp);
+    let pid = scp_pid(&scp);
+    let _ = std::process::Command::new("kill").args(["-TERM", &pid]).status();
+    std::thread::sleep(Duration::from_millis(300));
+    // No new associations...
+    let refused = dcmtk("echoscu", &["-aec", "NOCTIS", "127.0.0.1", &scp.port()]);
+    assert!(!refused.status.success());
+    // ...but the open one still stores, durably.
+    let inst = Instance::ct();
+    assert_eq!(
+        raw_store_on(&mut assoc, &[(inst.sop().to_string(), inst.dataset())]),
+        vec![0]
+    );
+    assoc.release().unwrap();
+    assert_eq!(scp.terminate(), Some(0));
+    assert_eq!(receipts_for(inst.sop()).len(), 1);
+}
+
+fn scp_pid(scp: &Scp) -> String {
+    scp.pid().to_string()
+}
+
+#[test]
+fn oversized_pdu_is_aborted() {
+    use std::io::{Read, Write};
+    let scp = Scp::start(ScpOptions::new(CLOSED_DB_URL).env("SCP_MAX_PDU_LENGTH", "4096"));
+    // A raw peer (dicom-ul's client refuses to send an oversized PDU, as it should).
+    let mut s = std::net::TcpStream::connect(scp.dicom).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let rq = Pdu::AssociationRQ(dicom_ul::pdu::AssociationRQ {
+        protocol_version: 1,
+        calling_ae_title: "RAWSCU".into(),
+        called_ae_title: "NOCTIS".into(),
+        application_context_name: "1.2.840.10008.3.1.1.1".into(),
+        presentation_contexts: vec![dicom_ul::pdu::PresentationContextProposed {
+            id: 1,
+            abstract_syntax: CT_IMAGE_STORAGE.into(),
+            transfer_syntaxes: vec![IMPLICIT_VR_LE.into()],
+        }],
+        user_variables: vec![dicom_ul::pdu::UserVariableItem::MaxLength(16384)],
+    });
+    let mut buf = vec![];
+    dicom_ul::write_pdu(&mut buf, &rq).unwrap();
+    s.write_all(&buf).unwrap();
+    let mut head = [0u8; 6];
+    s.read_exact(&mut head).unwrap();
+    assert_eq!(head[0], 0x02, "A-ASSOCIATE-AC");
+    let mut rest = vec![0u8; u32::from_be_bytes(head[2..6].try_into().unwrap()) as usize];
+    s.read_exact(&mut rest).unwrap();
+    let big = Pdu::PData {
+        data: vec![PDataValue {
+            presentation_context_id: 1,
+            value_type: PDataValueType::Data,
+            is_last: false,
+            data: vec![0u8; 10_000],
+        }],
+    };
+    let mut buf = vec![];
+    dicom_ul::write_pdu(&mut buf, &big).unwrap();
+    let _ = s.write_all(&buf);
+    let mut answer = [0u8; 10];
+    s.read_exact(&mut answer).unwrap();
+    assert_eq!(answer[0], 0x07, "A-ABORT");
+    assert_eq!(answer[8], 2, "source: service provider");
+    // The server goes on serving.
+    let ok = dcmtk("echoscu", &["-aec", "NOCTIS", "127.0.0.1", &scp.port()]);
+    assert!(ok.status.success(), "{}", text(&ok));
+}
+
+#[test]
+fn silent_peers_are_dropped_after_artim_and_idle_timeouts() {
+    use std::io::Read;
+    let scp = Scp::start(
+        ScpOptions::new(CLOSED_DB_URL)
+            .env("SCP_ARTIM_TIMEOUT_SECS", "1")
+            .env("SCP_IDLE_TIMEOUT_SECS", "1"),
+    );
+    // Connected, never asks for an association: closed after ARTIM.
+    let mut silent = std::net::TcpStream::connect(scp.dicom).unwrap();
+    silent.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 16];
+    assert_eq!(silent.read(&mut buf).unwrap(), 0, "connection closed");
+    assert!(started.elapsed() < Duration::from_secs(4));
+    // Associated, then idle: aborted after the idle timeout.
+    let mut assoc = raw_association(&scp);
+    match assoc.receive() {
+        Ok(Pdu::AbortRQ { .. }) => {}
+        other => panic!("expected A-ABORT after idle timeout, got {other:?}"),
+    }
 }

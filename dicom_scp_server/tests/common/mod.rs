@@ -134,6 +134,10 @@ impl Scp {
         self.dicom.port().to_string()
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -203,6 +207,8 @@ pub struct Instance {
     pub series: String,
     pub patient_name: String,
     pub transfer_syntax: String,
+    /// Rows = Columns of the 16-bit image.
+    pub side: u16,
 }
 
 impl Instance {
@@ -214,6 +220,7 @@ impl Instance {
             series: unique_uid(),
             patient_name: "Doe^Jane".into(),
             transfer_syntax: EXPLICIT_VR_LE.into(),
+            side: 4,
         }
     }
 
@@ -258,8 +265,8 @@ impl Instance {
         put(tags::INSTANCE_NUMBER, VR::IS, "7".into());
         put(tags::SAMPLES_PER_PIXEL, VR::US, PrimitiveValue::from(1u16));
         put(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2".into());
-        put(tags::ROWS, VR::US, PrimitiveValue::from(4u16));
-        put(tags::COLUMNS, VR::US, PrimitiveValue::from(4u16));
+        put(tags::ROWS, VR::US, PrimitiveValue::from(self.side));
+        put(tags::COLUMNS, VR::US, PrimitiveValue::from(self.side));
         put(tags::BITS_ALLOCATED, VR::US, PrimitiveValue::from(16u16));
         put(tags::BITS_STORED, VR::US, PrimitiveValue::from(16u16));
         put(tags::HIGH_BIT, VR::US, PrimitiveValue::from(15u16));
@@ -267,7 +274,11 @@ impl Instance {
         put(
             tags::PIXEL_DATA,
             VR::OW,
-            PrimitiveValue::U16((0..16u16).collect()),
+            PrimitiveValue::U16(
+                (0..u32::from(self.side) * u32::from(self.side))
+                    .map(|i| i as u16)
+                    .collect(),
+            ),
         );
         obj
     }
