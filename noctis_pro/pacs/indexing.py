@@ -131,8 +131,9 @@ def _instance_fields(attrs: dict[str, Any], receipt: Receipt) -> dict[str, Any]:
 def _usable_receipts(receipts: list[Receipt], failed: dict[int, str]) -> list[Receipt]:
     """Receipts whose data can be indexed; the others get a reason in `failed`.
 
-    A series belongs to one study and an instance to one series: a receipt that contradicts the index (or an
-    earlier receipt of the same batch) is refused rather than moving rows between studies.
+    A series belongs to one study: a receipt that puts a known series (or one of an earlier receipt of the same
+    batch) into another study contradicts the index and is refused rather than moving a whole series. An
+    instance re-sent into another series is moved (the newest receipt is the truth).
     """
     candidates = []
     for receipt in receipts:
@@ -146,23 +147,22 @@ def _usable_receipts(receipts: list[Receipt], failed: dict[int, str]) -> list[Re
             "series_instance_uid", "study__study_instance_uid"
         )
     )
-    instance_series = dict(
-        Instance.objects.filter(sop_instance_uid__in={r.sop_instance_uid for r in candidates}).values_list(
-            "sop_instance_uid", "series__series_instance_uid"
-        )
-    )
     usable = []
     for receipt in candidates:
         known_study = series_study.setdefault(receipt.series_instance_uid, receipt.study_instance_uid)
         if known_study != receipt.study_instance_uid:
             failed[receipt.pk] = f"series {receipt.series_instance_uid} already belongs to study {known_study}"
             continue
-        known_series = instance_series.setdefault(receipt.sop_instance_uid, receipt.series_instance_uid)
-        if known_series != receipt.series_instance_uid:
-            failed[receipt.pk] = f"instance {receipt.sop_instance_uid} already belongs to series {known_series}"
-            continue
         usable.append(receipt)
     return usable
+
+
+def _previous_places(receipts: list[Receipt]) -> tuple[set[int], set[int]]:
+    """The series and study ids the receipts' instances are indexed under now (changed if one moves)."""
+    rows = Instance.objects.filter(sop_instance_uid__in=[r.sop_instance_uid for r in receipts]).values_list(
+        "series_id", "series__study_id"
+    )
+    return {series_id for series_id, _ in rows}, {study_id for _, study_id in rows}
 
 
 def _upsert(model: type, rows: list[Any], *, unique: list[str], update: list[str]) -> None:
@@ -250,6 +250,22 @@ def studies_derived_update(*, study_ids: set[int]) -> list[Study]:
     return studies
 
 
+def _empty_remove(*, series_ids: set[int], study_ids: set[int]) -> set[int]:
+    """Delete series left without instances and studies left without series by moved instances.
+
+    Returns the ids of the studies removed."""
+    if not series_ids and not study_ids:
+        return set()
+    Series.objects.filter(pk__in=series_ids, number_of_instances=0).delete()
+    empty = set(
+        Study.objects.filter(pk__in=study_ids)
+        .exclude(pk__in=Series.objects.filter(study_id__in=study_ids).values("study_id"))
+        .values_list("pk", flat=True)
+    )
+    Study.objects.filter(pk__in=empty).delete()
+    return empty
+
+
 def _after_commit(studies: list[Study], series_uids: list[str]) -> None:
     from noctis_pro.pacs.tasks import series_thumbnail  # the task module imports this one
 
@@ -300,9 +316,11 @@ def receipts_index(*, receipt_ids: Sequence[int]) -> IndexResult:
         studies: list[Study] = []
         series_uids: list[str] = []
         if usable:
+            old_series_ids, old_study_ids = _previous_places(usable)
             study_ids, series_ids = _index_usable(usable)
-            series_derived_update(series_ids=series_ids)
-            studies = studies_derived_update(study_ids=study_ids)
+            series_derived_update(series_ids=series_ids | old_series_ids)
+            emptied = _empty_remove(series_ids=old_series_ids - series_ids, study_ids=old_study_ids - study_ids)
+            studies = studies_derived_update(study_ids=(study_ids | old_study_ids) - emptied)
             studies_indexed.send(sender=Study, study_ids=study_ids)
             series_uids = sorted({r.series_instance_uid for r in usable})
         now = timezone.now()

@@ -230,3 +230,44 @@ def test_thumbnails_are_queued_once_per_series_burst(
     with django_capture_on_commit_callbacks(execute=True):
         receipts_index(receipt_ids=[archive(series_uid=series_uid, study_uid=SAME_STUDY, instance_number=4).pk])
     assert queued == [(series_uid,), (series_uid,)]
+
+
+def test_instance_resent_into_another_study_moves_and_empty_rows_go(
+    archive: Callable[..., Receipt], storage_root: Any
+) -> None:
+    """The SCP's upsert rewrote the receipt (same SOP, corrected Study/Series UIDs): the newest receipt wins."""
+    from tests.conftest import make_dataset
+    from tests.integration.django.receipts import receipt_attrs, receipt_insert
+
+    kept = archive(instance_number=1)
+    moved = archive(study_uid=kept.study_instance_uid, series_uid=kept.series_instance_uid, instance_number=2)
+    lonely = archive(instance_number=1)  # alone in its study
+    receipts_index(receipt_ids=[kept.pk, moved.pk, lonely.pk])
+    target = receipt_insert(ds=make_dataset(instance_number=9), storage_root=storage_root)
+    receipts_index(receipt_ids=[target.pk])
+
+    for receipt in (moved, lonely):  # re-sent into the target study's series
+        ds = make_dataset(
+            sop_uid=receipt.sop_instance_uid, study_uid=target.study_instance_uid,
+            series_uid=target.series_instance_uid, instance_number=5,
+        )  # fmt: skip
+        relpath = f"{target.study_instance_uid}/{target.series_instance_uid}/{receipt.sop_instance_uid}.dcm"
+        (storage_root / relpath).parent.mkdir(parents=True, exist_ok=True)
+        ds.save_as(storage_root / relpath, enforce_file_format=True)
+        Receipt.objects.filter(pk=receipt.pk).update(
+            study_instance_uid=target.study_instance_uid, series_instance_uid=target.series_instance_uid,
+            path=relpath, attrs=receipt_attrs(ds), indexed_at=None,
+        )  # fmt: skip
+
+    result = receipts_index(receipt_ids=[moved.pk, lonely.pk])
+
+    assert sorted(result.indexed) == sorted([moved.pk, lonely.pk])
+    assert Instance.objects.filter(series__series_instance_uid=target.series_instance_uid).count() == 3
+    target_study = Study.objects.get(study_instance_uid=target.study_instance_uid)
+    assert (target_study.number_of_series, target_study.number_of_instances) == (1, 3)
+    kept_study = Study.objects.get(study_instance_uid=kept.study_instance_uid)
+    assert (kept_study.number_of_series, kept_study.number_of_instances) == (1, 1)
+    assert not Study.objects.filter(study_instance_uid=lonely.study_instance_uid).exists()
+    assert not Series.objects.filter(series_instance_uid=lonely.series_instance_uid).exists()
+    assert set(result.studies) == {target.study_instance_uid, kept.study_instance_uid}
+    assert Instance.objects.count() == 4
