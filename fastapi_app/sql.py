@@ -9,6 +9,8 @@ force_custom_plan (main.py) so PostgreSQL plans each call with its real values a
 from __future__ import annotations
 
 import datetime as dt
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -293,8 +295,15 @@ async def audit_record(
     object_type: str,
     object_id: str,
     remote_addr: str,
-    detail_json: str = "{}",
+    detail: Mapping[str, object] | None = None,
 ) -> None:
     await pool.execute(
-        AUDIT_INSERT, user_id, username[:150], action, object_type[:32], object_id[:128], remote_addr[:64], detail_json
+        AUDIT_INSERT,
+        user_id,
+        username[:150],
+        action,
+        object_type[:32],
+        object_id[:128],
+        remote_addr[:64],
+        json.dumps(dict(detail or {})),
     )

@@ -105,5 +105,6 @@ async def series_instances(
         object_type="series",
         object_id=series_uid,
         remote_addr=remote_addr(request),
+        detail={"study_instance_uid": found.study_instance_uid},
     )
     return schemas.SeriesInstancesOut.model_validate(found)

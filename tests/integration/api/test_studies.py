@@ -234,8 +234,8 @@ async def test_series_instances_in_order_and_audited(
         "size_bytes": 8001,
     }
     views = AuditEvent.objects.filter(action__endswith=".view")
-    actions = await orm(lambda: list(views.values_list("action", "object_type", "object_id")))
-    assert actions == [("series.view", "series", series_uid)]
+    actions = await orm(lambda: list(views.values_list("action", "object_type", "object_id", "detail")))
+    assert actions == [("series.view", "series", series_uid, {"study_instance_uid": study.study_instance_uid})]
 
     assert (await api.get("/api/v1/series/9.9.9/instances", headers=auth_headers)).status_code == 404
     assert (await api.get("/api/v1/series/x/instances", headers=auth_headers)).status_code == 400
