@@ -130,6 +130,8 @@ impl Bound {
             stop_rx,
         ));
         let permits = Arc::new(Semaphore::new(cfg.max_associations));
+        // Refusals are polite (read the request, answer A-ASSOCIATE-RJ) but bounded: past this, drop.
+        let refusals = Arc::new(Semaphore::new(64));
         let mut associations = JoinSet::new();
         tokio::pin!(shutdown);
         loop {
@@ -158,7 +160,13 @@ impl Bound {
                         Err(_) => {
                             tracing::warn!(%peer, limit = cfg.max_associations, "association limit reached; rejecting (local limit exceeded)");
                             services.metrics.associations_rejected.inc();
-                            tokio::spawn(association_reject_busy(stream, cfg.artim_timeout));
+                            if let Ok(permit) = refusals.clone().try_acquire_owned() {
+                                let artim = cfg.artim_timeout;
+                                tokio::spawn(async move {
+                                    association_reject_busy(stream, artim).await;
+                                    drop(permit);
+                                });
+                            }
                         }
                     }
                 }

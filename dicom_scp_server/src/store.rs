@@ -25,6 +25,8 @@ use crate::receipt::{self, Db, NewReceipt};
 
 pub const MAX_UID_LENGTH: usize = 64;
 pub const INCOMING_DIR: &str = ".incoming";
+/// Held (flock) by the process owning an `.incoming/<id>/` folder.
+pub const LOCK_FILE: &str = ".lock";
 /// Our Implementation Class UID (2.25 form, generated once for NoctisPro's SCP) and version name.
 pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.38107447410552702401369630246412861942";
 pub const IMPLEMENTATION_VERSION_NAME: &str = "NOCTIS_SCP_0_1";
@@ -187,6 +189,7 @@ pub enum StoreOutcome {
 pub struct Storage {
     root: PathBuf,
     incoming: PathBuf,
+    _lock: fs::File,
     on_conflict: OnConflict,
     db: Db,
     /// One store at a time per SOP Instance UID, so two associations sending the same instance don't race.
@@ -237,18 +240,41 @@ impl Incoming {
 }
 
 impl Storage {
-    /// Create STORAGE_ROOT and an empty `.incoming/` (leftovers of a crash are removed: they were never
-    /// acknowledged).
+    /// Create STORAGE_ROOT and this process's own temp folder `.incoming/<id>/`, held by a file lock for
+    /// the life of the process. Folders whose lock is free belong to processes that died: their files were
+    /// never acknowledged, so they are removed. Replicas sharing STORAGE_ROOT (--scale) never touch each
+    /// other's temp files.
     pub fn open(root: &Path, on_conflict: OnConflict, db: Db) -> std::io::Result<Storage> {
         fs::create_dir_all(root)?;
-        let incoming = root.join(INCOMING_DIR);
-        if incoming.exists() {
-            fs::remove_dir_all(&incoming)?;
+        let incoming_root = root.join(INCOMING_DIR);
+        fs::create_dir_all(&incoming_root)?;
+        for entry in fs::read_dir(&incoming_root)? {
+            let path = entry?.path();
+            if !path.is_dir() {
+                let _ = fs::remove_file(&path);
+                continue;
+            }
+            let stale = match fs::File::open(path.join(LOCK_FILE)) {
+                Ok(f) => f.try_lock().is_ok(),
+                Err(_) => true,
+            };
+            if stale {
+                tracing::info!(path = %path.display(), "removing temp files left by a stopped SCP");
+                fs::remove_dir_all(&path)?;
+            }
         }
-        fs::create_dir_all(&incoming)?;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let incoming = incoming_root.join(format!("{nanos}-{}", std::process::id()));
+        fs::create_dir(&incoming)?;
+        let lock = fs::File::create(incoming.join(LOCK_FILE))?;
+        lock.try_lock().map_err(std::io::Error::other)?;
         Ok(Storage {
             root: root.to_path_buf(),
             incoming,
+            _lock: lock,
             on_conflict,
             db,
             locks: Mutex::new(HashMap::new()),
@@ -266,7 +292,9 @@ impl Storage {
 
     /// Whether the storage area accepts writes (health check).
     pub async fn storage_check(&self) -> std::io::Result<()> {
-        let probe = self.incoming.join(format!("health-{}", std::process::id()));
+        let probe = self
+            .incoming
+            .join(format!("health-{}", self.counter.fetch_add(1, Ordering::Relaxed)));
         tokio::fs::write(&probe, b"ok").await?;
         tokio::fs::remove_file(&probe).await
     }
@@ -274,7 +302,7 @@ impl Storage {
     /// Open the temp file and write preamble + file meta built from the command.
     pub async fn store_begin(&self, request: StoreRequest) -> Result<Incoming, StoreError> {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let path = self.incoming.join(format!("{}-{n}.part", std::process::id()));
+        let path = self.incoming.join(format!("{n}.part"));
         let file = tokio::fs::File::create(&path)
             .await
             .map_err(StoreError::io("create temp file"))?;
@@ -583,7 +611,8 @@ pub fn instance_identity(obj: &InMemDicomObject) -> Result<InstanceIdentity, Sto
     for keyword in ATTR_KEYWORDS {
         if let Ok(Some(element)) = obj.element_by_name_opt(keyword) {
             if let Some(p) = element.value().primitive() {
-                attrs.insert(keyword.to_string(), p.to_str().trim_end().to_string());
+                // PostgreSQL's jsonb refuses \u0000, and NUL is padding in DICOM anyway.
+                attrs.insert(keyword.to_string(), p.to_str().trim_end().replace('\0', ""));
             }
         }
     }
@@ -668,6 +697,25 @@ mod tests {
                 "{k}"
             );
         }
+    }
+
+    #[test]
+    fn open_removes_only_temp_folders_of_stopped_processes() {
+        let root = tempfile::tempdir().unwrap();
+        let stale = root.path().join(INCOMING_DIR).join("1-1");
+        fs::create_dir_all(&stale).unwrap();
+        fs::write(stale.join(LOCK_FILE), b"").unwrap();
+        fs::write(stale.join("0.part"), b"half a file").unwrap();
+        let db = Db::new("postgres://postgres@127.0.0.1:9/none", 1).unwrap();
+        let first = Storage::open(root.path(), OnConflict::Keep, db.clone()).unwrap();
+        assert!(!stale.exists(), "a dead process's temp folder is removed");
+        fs::write(first.incoming.join("0.part"), b"in flight").unwrap();
+        let second = Storage::open(root.path(), OnConflict::Keep, db).unwrap();
+        assert!(
+            first.incoming.join("0.part").exists(),
+            "a live replica's temp files stay"
+        );
+        assert_ne!(first.incoming, second.incoming);
     }
 
     #[test]

@@ -633,3 +633,50 @@ fn silent_peers_are_dropped_after_artim_and_idle_timeouts() {
         other => panic!("expected A-ABORT after idle timeout, got {other:?}"),
     }
 }
+
+#[test]
+fn compressed_and_deflated_instances_are_stored_as_received() {
+    let scp = Scp::start(ScpOptions::new(&db_url()));
+    let dir = tempfile::tempdir().unwrap();
+    // RLE Lossless, made by dcmtk from a generated file: stored byte-exact, never decompressed.
+    let rle = Instance::ct();
+    let plain = rle.write(dir.path());
+    let rle_file = dir.path().join("rle.dcm");
+    let made = dcmtk("dcmcrle", &[plain.to_str().unwrap(), rle_file.to_str().unwrap()]);
+    assert!(made.status.success(), "{}", text(&made));
+    let (code, out) = storescu_with(&scp, &["-xr"], &[&rle_file]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(store_responses(&out), vec!["Success"], "{out}");
+    assert_eq!(
+        dataset_bytes(&scp.storage.join(rle.relpath())),
+        dataset_bytes(&rle_file)
+    );
+    let rows = receipts_for(rle.sop());
+    assert_eq!(
+        rows[0].cols["transfer_syntax_uid"].as_deref(),
+        Some("1.2.840.10008.1.2.5")
+    );
+    assert_eq!(rows[0].attrs["PatientName"], "Doe^Jane");
+
+    // Deflated Explicit VR LE (storescu deflates on the wire): parsed for the receipt, kept deflated.
+    let deflated = Instance::ct();
+    let f = deflated.write(dir.path());
+    let (code, out) = storescu_with(&scp, &["-xd"], &[&f]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(store_responses(&out), vec!["Success"], "{out}");
+    let rows = receipts_for(deflated.sop());
+    assert_eq!(
+        rows[0].cols["transfer_syntax_uid"].as_deref(),
+        Some("1.2.840.10008.1.2.1.99")
+    );
+    assert_eq!(rows[0].attrs["Modality"], "CT");
+    let check = dcmtk(
+        "dcmdump",
+        &[scp.storage.join(deflated.relpath()).to_str().unwrap()],
+    );
+    assert!(
+        check.status.success() && text(&check).contains(deflated.sop()),
+        "{}",
+        text(&check)
+    );
+}

@@ -165,8 +165,12 @@ impl Scp {
             .collect()
     }
 
+    /// Temp files left in `.incoming` (the per-process lock file aside).
     pub fn incoming_files(&self) -> Vec<PathBuf> {
         files_under(&self.storage.join(".incoming"))
+            .into_iter()
+            .filter(|p| p.file_name().is_some_and(|n| n != ".lock"))
+            .collect()
     }
 }
 
