@@ -116,3 +116,11 @@ def study_inventory_rows(
         )
     )
     return series_rows, instance_rows
+
+
+def study_detail(*, user: AbstractBaseUser | AnonymousUser, study_uid: str) -> Study | None:
+    """A study with its patient and its series (ordered by number), or None."""
+    study = Study.objects.select_related("patient").filter(study_instance_uid=study_uid).first()
+    if study is not None:
+        study.series_list = list(study.series.order_by(F("series_number").asc(nulls_last=True), "pk"))
+    return study

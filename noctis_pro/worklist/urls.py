@@ -6,6 +6,7 @@ app_name = "worklist"
 
 urlpatterns = [
     path("", views.index, name="index"),
+    path("studies/<str:study_uid>/", views.study, name="study"),
     path("worklist/rows/<str:study_uid>/", views.row, name="row"),
     path("worklist/thumbnails/<str:series_uid>.png", views.thumbnail, name="thumbnail"),
 ]

@@ -9,9 +9,15 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
+from noctis_pro.ai.selectors import analyses_for_study
 from noctis_pro.contracts.uids import uid_is_valid
 from noctis_pro.core.audit import audit_record
-from noctis_pro.pacs.selectors import series_thumbnail_path, studies_for_worklist, study_for_worklist_row
+from noctis_pro.pacs.selectors import (
+    series_thumbnail_path,
+    studies_for_worklist,
+    study_detail,
+    study_for_worklist_row,
+)
 from noctis_pro.worklist.forms import WorklistFilterForm
 
 PAGE_SIZE = 50
@@ -65,3 +71,14 @@ def thumbnail(request: HttpRequest, series_uid: str) -> FileResponse:
     response = FileResponse(full.open("rb"), content_type="image/png")
     response["Cache-Control"] = "private, max-age=60"
     return response
+
+
+@login_required
+@require_GET
+def study(request: HttpRequest, study_uid: str) -> HttpResponse:
+    found = study_detail(user=request.user, study_uid=study_uid) if uid_is_valid(study_uid) else None
+    if found is None:
+        raise Http404("no such study")
+    audit_record(request_or_user=request, action="study.view", object_type="study", object_id=study_uid)
+    context = {"study": found, "analyses": analyses_for_study(study_id=found.pk)}
+    return render(request, "worklist/study.html", context)

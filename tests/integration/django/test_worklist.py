@@ -33,7 +33,9 @@ def indexed(archive: Callable[..., Receipt], **kwargs: object) -> Receipt:
     return receipt
 
 
-@pytest.mark.parametrize("url", ["/", "/worklist/rows/1.2.3/", "/worklist/thumbnails/1.2.3.png", "/admin/"])
+@pytest.mark.parametrize(
+    "url", ["/", "/studies/1.2.3/", "/worklist/rows/1.2.3/", "/worklist/thumbnails/1.2.3.png", "/admin/"]
+)
 def test_pages_redirect_anonymous_visitors_to_login(client: Client, url: str) -> None:
     response = client.get(url)
     assert response.status_code == 302
@@ -148,3 +150,33 @@ def test_admin_lists_render_and_index_rows_are_read_only(
     assert client.get(f"/admin/{model}/").status_code == 200
     if model.startswith(("pacs/", "core/")):
         assert client.get(f"/admin/{model}/add/").status_code == 403
+
+
+def test_study_page_shows_series_and_analyses_and_is_audited(
+    client: Client, radiologist: User, archive: Callable[..., Receipt]
+) -> None:
+    from noctis_pro.ai.models import AIAnalysis
+
+    study_uid = generate_uid()
+    ct = indexed(archive, study_uid=study_uid, modality="CT", SeriesDescription="Thorax <b>axial</b>")
+    indexed(archive, study_uid=study_uid, modality="MR", patient_name=XSS_NAME)
+    series_thumbnail(ct.series_instance_uid)
+    AIAnalysis.objects.filter(study__study_instance_uid=study_uid).delete()
+    AIAnalysis.objects.create(
+        study_id=Series.objects.get(series_instance_uid=ct.series_instance_uid).study_id, analyzer="study_inventory",
+        status="done", result={"series_count": 2, "instance_count": 2, "complete": True},
+    )  # fmt: skip
+
+    response = client.get(f"/studies/{study_uid}/")
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert html.count("data-series-uid=") == 2
+    assert f"/worklist/thumbnails/{ct.series_instance_uid}.png" in html
+    assert "Thorax &lt;b&gt;axial&lt;/b&gt;" in html
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html
+    assert XSS_NAME not in html
+    assert "2 series, 2 images, no gaps" in html
+    event = AuditEvent.objects.get(action="study.view")
+    assert (event.object_type, event.object_id, event.username) == ("study", study_uid, "reader")
+    assert client.get(f"/studies/{generate_uid()}/").status_code == 404
+    assert f'href="/studies/{study_uid}/"' in client.get("/").content.decode()
