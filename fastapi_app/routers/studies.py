@@ -25,11 +25,6 @@ def _uid_checked(name: str, value: str) -> str:
     return value
 
 
-@router.get("/me", response_model=schemas.UserOut, tags=["auth"])
-async def me(user: CurrentUser) -> schemas.UserOut:
-    return schemas.UserOut.model_validate(user)
-
-
 @router.get("/studies", response_model=schemas.StudyPage)
 async def studies_list(
     pool: PoolDep,

@@ -31,6 +31,7 @@ router = APIRouter()
 POLICY_VIOLATION = 1008
 TRY_AGAIN_LATER = 1013
 RESUBSCRIBE_MAX_DELAY = 5.0
+REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
 def _origin_allowed(ws: WebSocket, settings: Settings) -> bool:
@@ -71,10 +72,14 @@ async def _relay(ws: WebSocket, redis_client: redis.Redis, hello: dict[str, obje
         try:
             try:
                 await pubsub.subscribe(events.CHANNEL)
-            finally:
+            except REDIS_DOWN:
                 if not greeted:
                     await ws.send_json(hello)
                     greeted = True
+                raise
+            if not greeted:
+                await ws.send_json(hello)
+                greeted = True
             delay = 0.5
             while True:
                 message = await pubsub.get_message(timeout=30.0)
@@ -83,7 +88,7 @@ async def _relay(ws: WebSocket, redis_client: redis.Redis, hello: dict[str, obje
                 data = message["data"]
                 await ws.send_text(data.decode() if isinstance(data, bytes) else str(data))
         # Only Redis errors: a socket error from ws.send_text means the client left, which ends the relay.
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        except REDIS_DOWN as exc:
             logger.warning("ws relay: Redis subscription lost (%r); re-subscribing in %.1fs", exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, RESUBSCRIBE_MAX_DELAY)

@@ -162,3 +162,12 @@ async def test_ws_handshake_is_503_when_database_is_down(api_settings: Settings,
         async with connect(f"ws://{address}/ws/", additional_headers={"Authorization": f"Bearer {token}"}):
             pass
     assert refused.value.response.status_code == 503
+
+
+async def test_ws_says_hello_even_when_redis_is_down(api_settings: Settings, token: str) -> None:
+    settings = api_settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
+    with serving(settings) as address:
+        async with connect(f"ws://{address}/ws/", additional_headers={"Authorization": f"Bearer {token}"}) as ws:
+            assert (await _hello(ws))["user"]["username"] == "rad.jones"
+            await ws.send("ping")
+            assert await _until(ws, '{"type":"pong"}') == '{"type":"pong"}'
