@@ -43,7 +43,7 @@ fn main() -> ExitCode {
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
+            // One plain line naming what failed, e.g. "DICOM port 11112 is already in use".
             eprintln!("{e:#}");
             ExitCode::from(1)
         }
