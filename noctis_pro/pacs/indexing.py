@@ -14,7 +14,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DataError, IntegrityError, transaction
 from django.db.models import Count, F, OuterRef, Subquery, Value
 from django.db.models.functions import Coalesce, Now
 from django.utils import timezone
@@ -39,6 +39,12 @@ class IndexResult:
     skipped: list[int] = field(default_factory=list)  # unknown, already indexed, or locked by another indexer
     failed: dict[int, str] = field(default_factory=dict)  # receipt id -> why its data is unusable
     studies: list[str] = field(default_factory=list)  # Study Instance UIDs touched
+
+    def merge(self, other: IndexResult) -> None:
+        self.indexed += other.indexed
+        self.skipped += other.skipped
+        self.failed.update(other.failed)
+        self.studies += [uid for uid in other.studies if uid not in self.studies]
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -103,7 +109,7 @@ def _study_fields(attrs: dict[str, Any], receipt: Receipt) -> dict[str, Any]:
 
 def _series_fields(attrs: dict[str, Any]) -> dict[str, Any]:
     return {
-        "modality": dv.clip(attrs.get("Modality"), _field_len(Series, "modality")).upper(),
+        "modality": dv.clip(dv.text(attrs.get("Modality")).upper(), _field_len(Series, "modality")),
         "series_number": dv.int_parse(attrs.get("SeriesNumber")),
         "series_description": dv.clip(attrs.get("SeriesDescription"), _field_len(Series, "series_description")),
         "body_part_examined": dv.clip(attrs.get("BodyPartExamined"), _field_len(Series, "body_part_examined")),
@@ -298,12 +304,44 @@ def _thumbnail_queue(task: Any, series_uid: str) -> None:
         logger.exception("could not queue the thumbnail of series %s", series_uid)
 
 
+# What one receipt's data can raise while being indexed. Anything else (the database is down) propagates, and the
+# caller (the SCP through the webhook's non-2xx, or the reconciler) tries again later.
+POISON_ERRORS = (DataError, IntegrityError, ValueError, TypeError, KeyError)
+
+
 def receipts_index(*, receipt_ids: Sequence[int]) -> IndexResult:
-    """Index the given receipts in one transaction. Safe to call again with the same ids (at-least-once)."""
-    result = IndexResult()
+    """Index the given receipts in one transaction. Safe to call again with the same ids (at-least-once).
+
+    If the batch fails because of one receipt's data, it is split in halves until that receipt is isolated and
+    recorded as failed, so one bad receipt never blocks the others (nor every later retry of the batch).
+    """
     wanted = sorted({int(i) for i in receipt_ids})
     if not wanted:
+        return IndexResult()
+    try:
+        return _batch_index(wanted)
+    except POISON_ERRORS as exc:
+        if len(wanted) == 1:
+            return _receipt_fail(receipt_id=wanted[0], exc=exc)
+        logger.warning("a batch of %d receipts failed (%r): splitting it", len(wanted), exc)
+        middle = len(wanted) // 2
+        result = receipts_index(receipt_ids=wanted[:middle])
+        result.merge(receipts_index(receipt_ids=wanted[middle:]))
         return result
+
+
+def _receipt_fail(*, receipt_id: int, exc: BaseException) -> IndexResult:
+    logger.error("receipt %s cannot be indexed", receipt_id, exc_info=exc)
+    error = f"{type(exc).__name__}: {exc}"[:2000]
+    with transaction.atomic():
+        updated = Receipt.objects.filter(pk=receipt_id, indexed_at__isnull=True).update(
+            index_attempts=F("index_attempts") + 1, index_error=error
+        )
+    return IndexResult(failed={receipt_id: error}) if updated else IndexResult(skipped=[receipt_id])
+
+
+def _batch_index(wanted: list[int]) -> IndexResult:
+    result = IndexResult()
     with transaction.atomic():
         receipts = list(
             Receipt.objects.select_for_update(skip_locked=True)

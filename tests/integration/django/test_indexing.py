@@ -271,3 +271,41 @@ def test_instance_resent_into_another_study_moves_and_empty_rows_go(
     assert not Series.objects.filter(series_instance_uid=lonely.series_instance_uid).exists()
     assert set(result.studies) == {target.study_instance_uid, kept.study_instance_uid}
     assert Instance.objects.count() == 4
+
+
+def test_a_receipt_that_breaks_the_batch_is_isolated_and_the_rest_indexed(
+    archive: Callable[..., Receipt], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from noctis_pro.pacs import indexing
+
+    real_series_fields = indexing._series_fields
+
+    def series_fields(attrs: dict[str, Any]) -> dict[str, Any]:  # an unforeseen failure on one receipt's data
+        if attrs.get("SeriesDescription") == "POISON":
+            raise ValueError("unforeseen value")
+        return real_series_fields(attrs)
+
+    monkeypatch.setattr(indexing, "_series_fields", series_fields)
+    ids = [archive(instance_number=n).pk for n in range(7)]
+    poison = archive(SeriesDescription="POISON")
+    ids.insert(3, poison.pk)
+
+    result = receipts_index(receipt_ids=ids)
+
+    assert sorted(result.indexed) == sorted(i for i in ids if i != poison.pk)
+    assert result.failed == {poison.pk: "ValueError: unforeseen value"}
+    receipt = Receipt.objects.get(pk=poison.pk)
+    assert (receipt.indexed_at, receipt.index_attempts, receipt.index_error) == (
+        None,
+        1,
+        "ValueError: unforeseen value",
+    )
+    assert Instance.objects.count() == 7
+
+
+def test_modality_is_upper_cased_within_its_length(archive: Callable[..., Receipt]) -> None:
+    receipt = archive()
+    receipt.attrs["Modality"] = "ß" * 16  # upper() makes "SS" of each: still within varchar(16)
+    receipt.save(update_fields=["attrs"])
+    assert receipts_index(receipt_ids=[receipt.pk]).indexed == [receipt.pk]
+    assert Series.objects.get(series_instance_uid=receipt.series_instance_uid).modality == "S" * 16
