@@ -4,11 +4,12 @@
 //!
 //! `sha256` is the SHA-256 of the whole stored Part-10 file (so `sha256sum` on disk checks it).
 
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_postgres::{Client, NoTls};
 
 use crate::error::ReceiptError;
@@ -17,10 +18,14 @@ pub const SOURCE_DIMSE: &str = "dimse";
 
 const FIND_BY_SOP: &str = "SELECT id, path, sha256 FROM pacs_receipt WHERE sop_instance_uid = $1";
 
-const INSERT: &str = "INSERT INTO pacs_receipt (sop_instance_uid, sop_class_uid, study_instance_uid, \
+/// Group commit: many receipts in one statement (and one WAL flush). Arrays keep the SQL text fixed.
+const INSERT_MANY: &str = "INSERT INTO pacs_receipt (sop_instance_uid, sop_class_uid, study_instance_uid, \
      series_instance_uid, transfer_syntax_uid, path, size_bytes, sha256, calling_ae, called_ae, source, attrs) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, ($12::text)::jsonb) \
-     ON CONFLICT (sop_instance_uid) DO NOTHING RETURNING id";
+     SELECT t.sop, t.class, t.study, t.series, t.ts, t.path, t.size, t.sha, t.calling, t.called, $12, \
+     t.attrs::jsonb FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+     $7::bigint[], $8::text[], $9::text[], $10::text[], $11::text[]) \
+     AS t(sop, class, study, series, ts, path, size, sha, calling, called, attrs) \
+     ON CONFLICT (sop_instance_uid) DO NOTHING RETURNING id, sop_instance_uid";
 
 const UPSERT: &str = "INSERT INTO pacs_receipt (sop_instance_uid, sop_class_uid, study_instance_uid, \
      series_instance_uid, transfer_syntax_uid, path, size_bytes, sha256, calling_ae, called_ae, source, attrs) \
@@ -177,14 +182,102 @@ pub async fn receipt_find(db: &Db, sop_instance_uid: &str) -> Result<Option<Exis
     .await
 }
 
-/// Insert a receipt; `None` when a row for that SOP Instance UID already exists (nothing changed).
-pub async fn receipt_insert(db: &Db, r: &NewReceipt) -> Result<Option<i64>, ReceiptError> {
+/// Insert many receipts at once; returns the ids of those inserted, by SOP Instance UID (a UID already
+/// recorded is absent from the map).
+pub async fn receipts_insert(db: &Db, rows: &[NewReceipt]) -> Result<HashMap<String, i64>, ReceiptError> {
+    fn col<T: Clone>(rows: &[NewReceipt], f: impl Fn(&NewReceipt) -> &T) -> Vec<T> {
+        rows.iter().map(|r| f(r).clone()).collect()
+    }
+    let sop = col(rows, |r| &r.sop_instance_uid);
+    let class = col(rows, |r| &r.sop_class_uid);
+    let study = col(rows, |r| &r.study_instance_uid);
+    let series = col(rows, |r| &r.series_instance_uid);
+    let ts = col(rows, |r| &r.transfer_syntax_uid);
+    let path = col(rows, |r| &r.path);
+    let size = col(rows, |r| &r.size_bytes);
+    let sha = col(rows, |r| &r.sha256);
+    let calling = col(rows, |r| &r.calling_ae);
+    let called = col(rows, |r| &r.called_ae);
+    let attrs = col(rows, |r| &r.attrs);
     db.timed(async {
         let client = db.get().await?;
-        let row = client.query_opt(INSERT, &params(r)).await?;
-        Ok(row.map(|r| r.get(0)))
+        let inserted = client
+            .query(
+                INSERT_MANY,
+                &[
+                    &sop,
+                    &class,
+                    &study,
+                    &series,
+                    &ts,
+                    &path,
+                    &size,
+                    &sha,
+                    &calling,
+                    &called,
+                    &attrs,
+                    &SOURCE_DIMSE,
+                ],
+            )
+            .await?;
+        Ok(inserted.iter().map(|r| (r.get(1), r.get(0))).collect())
     })
     .await
+}
+
+type InsertJob = (NewReceipt, oneshot::Sender<Result<Option<i64>, ReceiptError>>);
+
+/// Group commit of receipt inserts: one task writes whatever stores are waiting, in one statement, while
+/// the previous statement runs. No added latency for a lone store; concurrent stores share a commit.
+/// Each caller still gets its own answer only after the row is committed.
+#[derive(Clone)]
+pub struct ReceiptWriter {
+    tx: mpsc::UnboundedSender<InsertJob>,
+}
+
+pub const GROUP_MAX: usize = 128;
+
+impl ReceiptWriter {
+    /// Start the writer task (inside a tokio runtime).
+    pub fn start(db: Db) -> ReceiptWriter {
+        let (tx, mut rx) = mpsc::unbounded_channel::<InsertJob>();
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut jobs = vec![first];
+                while jobs.len() < GROUP_MAX {
+                    match rx.try_recv() {
+                        Ok(job) => jobs.push(job),
+                        Err(_) => break,
+                    }
+                }
+                let (rows, answers): (Vec<NewReceipt>, Vec<_>) = jobs.into_iter().unzip();
+                match receipts_insert(&db, &rows).await {
+                    Ok(ids) => {
+                        for (row, answer) in rows.iter().zip(answers) {
+                            let _ = answer.send(Ok(ids.get(&row.sop_instance_uid).copied()));
+                        }
+                    }
+                    Err(e) => {
+                        let reason = e.to_string();
+                        for answer in answers {
+                            let _ = answer.send(Err(ReceiptError::Unavailable(reason.clone())));
+                        }
+                    }
+                }
+            }
+        });
+        ReceiptWriter { tx }
+    }
+
+    /// Insert one receipt (grouped with concurrent ones); `None` when its SOP Instance UID already has a row.
+    pub async fn receipt_insert(&self, r: NewReceipt) -> Result<Option<i64>, ReceiptError> {
+        let (answer, rx) = oneshot::channel();
+        self.tx
+            .send((r, answer))
+            .map_err(|_| ReceiptError::Unavailable("receipt writer stopped".into()))?;
+        rx.await
+            .map_err(|_| ReceiptError::Unavailable("receipt writer stopped".into()))?
+    }
 }
 
 /// Insert or replace the receipt of a SOP Instance UID (SCP_ON_CONFLICT=overwrite): indexing starts over.

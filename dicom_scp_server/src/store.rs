@@ -21,7 +21,7 @@ use tokio::io::{AsyncWriteExt, BufWriter};
 
 use crate::config::OnConflict;
 use crate::error::{StoreError, UidError};
-use crate::receipt::{self, Db, NewReceipt};
+use crate::receipt::{self, Db, NewReceipt, ReceiptWriter};
 
 pub const MAX_UID_LENGTH: usize = 64;
 pub const INCOMING_DIR: &str = ".incoming";
@@ -192,6 +192,7 @@ pub struct Storage {
     _lock: fs::File,
     on_conflict: OnConflict,
     db: Db,
+    writer: ReceiptWriter,
     /// One store at a time per SOP Instance UID, so two associations sending the same instance don't race.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     counter: AtomicU64,
@@ -243,7 +244,7 @@ impl Storage {
     /// Create STORAGE_ROOT and this process's own temp folder `.incoming/<id>/`, held by a file lock for
     /// the life of the process. Folders whose lock is free belong to processes that died: their files were
     /// never acknowledged, so they are removed. Replicas sharing STORAGE_ROOT (--scale) never touch each
-    /// other's temp files.
+    /// other's temp files. Starts the receipt writer, so it must run inside a tokio runtime.
     pub fn open(root: &Path, on_conflict: OnConflict, db: Db) -> std::io::Result<Storage> {
         fs::create_dir_all(root)?;
         let incoming_root = root.join(INCOMING_DIR);
@@ -276,6 +277,7 @@ impl Storage {
             incoming,
             _lock: lock,
             on_conflict,
+            writer: ReceiptWriter::start(db.clone()),
             db,
             locks: Mutex::new(HashMap::new()),
             counter: AtomicU64::new(0),
@@ -394,7 +396,7 @@ impl Storage {
                 self.rename_into_place(&temp, &final_path).await?;
                 incoming.keep_file = true;
             }
-            return match receipt::receipt_insert(&self.db, receipt).await {
+            return match self.writer.receipt_insert(receipt.clone()).await {
                 Ok(Some(id)) => Ok(StoreOutcome::Stored { receipt_id: id }),
                 Ok(None) => {
                     tracing::warn!(sop = %receipt.sop_instance_uid, "receipt appeared concurrently; keeping it");
@@ -699,8 +701,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn open_removes_only_temp_folders_of_stopped_processes() {
+    #[tokio::test]
+    async fn open_removes_only_temp_folders_of_stopped_processes() {
         let root = tempfile::tempdir().unwrap();
         let stale = root.path().join(INCOMING_DIR).join("1-1");
         fs::create_dir_all(&stale).unwrap();
