@@ -1,11 +1,12 @@
-"""Admin views of the index: read-only, because pacs.indexing is the only writer of these rows."""
+"""Admin views of the index (read-only: pacs.indexing is the only writer of those rows), and of the DICOM nodes
+and forwarding rules (edited here)."""
 
 from typing import Any
 
 from django.contrib import admin
 from django.http import HttpRequest
 
-from noctis_pro.pacs.models import Instance, Patient, Receipt, Series, Study
+from noctis_pro.pacs.models import ForwardRule, Instance, Node, Patient, Receipt, Series, Study
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -81,3 +82,24 @@ class ReceiptAdmin(ReadOnlyAdmin):
     )
     list_filter = ("source", "calling_ae")
     search_fields = ("sop_instance_uid", "study_instance_uid", "series_instance_uid")
+
+
+class ForwardRuleInline(admin.TabularInline):
+    model = ForwardRule
+    extra = 0
+
+
+@admin.register(Node)
+class NodeAdmin(admin.ModelAdmin):
+    list_display = ("name", "ae_title", "host", "port", "enabled", "last_success_at", "last_error")
+    list_filter = ("enabled",)
+    search_fields = ("name", "ae_title", "host")
+    readonly_fields = ("last_success_at", "last_error", "created_at")
+    inlines = [ForwardRuleInline]
+
+
+@admin.register(ForwardRule)
+class ForwardRuleAdmin(admin.ModelAdmin):
+    list_display = ("name", "node", "modality", "calling_ae", "enabled")
+    list_filter = ("enabled", "node")
+    list_select_related = ("node",)

@@ -23,6 +23,7 @@ from noctis_pro.contracts.events import StudyUpdated
 from noctis_pro.contracts.uids import uid_problem
 from noctis_pro.core.events import publish_on_commit, redis_client
 from noctis_pro.pacs import dicom_values as dv
+from noctis_pro.pacs.forwarding import forward_plan
 from noctis_pro.pacs.models import Instance, Patient, Receipt, Series, Study
 from noctis_pro.pacs.signals import studies_indexed
 
@@ -272,8 +273,8 @@ def _empty_remove(*, series_ids: set[int], study_ids: set[int]) -> set[int]:
     return empty
 
 
-def _after_commit(studies: list[Study], series_uids: list[str]) -> None:
-    from noctis_pro.pacs.tasks import series_thumbnail  # the task module imports this one
+def _after_commit(studies: list[Study], series_uids: list[str], forwards: dict[int, list[str]]) -> None:
+    from noctis_pro.pacs.tasks import instances_forward, series_thumbnail  # the task module imports this one
 
     for study in studies:
         publish_on_commit(
@@ -286,6 +287,15 @@ def _after_commit(studies: list[Study], series_uids: list[str]) -> None:
         )
     for uid in series_uids:
         transaction.on_commit(lambda uid=uid: _thumbnail_queue(series_thumbnail, uid))
+    for node_id, sop_uids in forwards.items():
+        transaction.on_commit(lambda node_id=node_id, sop_uids=sop_uids: _queue(instances_forward, node_id, sop_uids))
+
+
+def _queue(task: Any, *args: Any) -> None:
+    try:
+        task.apply_async(args=args, retry=True, retry_policy={"max_retries": 2, "interval_start": 0.2})
+    except Exception:  # the broker is down: the index is committed; log what was not queued
+        logger.exception("could not queue %s%r", task.name, args)
 
 
 def _thumbnail_queue(task: Any, series_uid: str) -> None:
@@ -353,6 +363,7 @@ def _batch_index(wanted: list[int]) -> IndexResult:
         usable = _usable_receipts(receipts, result.failed)
         studies: list[Study] = []
         series_uids: list[str] = []
+        forwards: dict[int, list[str]] = {}
         if usable:
             old_series_ids, old_study_ids = _previous_places(usable)
             study_ids, series_ids = _index_usable(usable)
@@ -361,6 +372,7 @@ def _batch_index(wanted: list[int]) -> IndexResult:
             studies = studies_derived_update(study_ids=(study_ids | old_study_ids) - emptied)
             studies_indexed.send(sender=Study, study_ids=study_ids)
             series_uids = sorted({r.series_instance_uid for r in usable})
+            forwards = forward_plan(receipts=usable)
         now = timezone.now()
         ok_ids = [r.pk for r in usable]
         Receipt.objects.filter(pk__in=ok_ids).update(
@@ -370,7 +382,7 @@ def _batch_index(wanted: list[int]) -> IndexResult:
             Receipt.objects.filter(pk=rid).update(index_attempts=F("index_attempts") + 1, index_error=error)
         result.indexed = ok_ids
         result.studies = [s.study_instance_uid for s in studies]
-        _after_commit(studies, series_uids)
+        _after_commit(studies, series_uids, forwards)
     if result.failed:
         logger.warning("receipts not indexed: %s", result.failed)
     return result

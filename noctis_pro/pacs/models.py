@@ -154,3 +154,43 @@ class Receipt(models.Model):
 
     def __str__(self) -> str:
         return f"receipt {self.pk} {self.sop_instance_uid}"
+
+
+class Node(models.Model):
+    """A remote DICOM application entity (workstation, another PACS) this archive sends to."""
+
+    name = models.CharField(max_length=64, unique=True)
+    ae_title = models.CharField(max_length=16)
+    host = models.CharField(max_length=255)
+    port = models.PositiveIntegerField()
+    enabled = models.BooleanField(default=True)
+    last_success_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "pacs_node"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.ae_title}@{self.host}:{self.port})"
+
+
+class ForwardRule(models.Model):
+    """Send every newly indexed instance that matches (blank = any) to `node`."""
+
+    name = models.CharField(max_length=64)
+    node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="rules")
+    modality = models.CharField(max_length=16, blank=True, default="")
+    calling_ae = models.CharField(max_length=16, blank=True, default="")
+    enabled = models.BooleanField(default=True)
+
+    class Meta:
+        db_table = "pacs_forwardrule"
+
+    def __str__(self) -> str:
+        return f"{self.name} -> {self.node.name}"
+
+    def matches(self, *, modality: str, calling_ae: str) -> bool:
+        return (not self.modality or self.modality.upper() == modality.upper()) and (
+            not self.calling_ae or self.calling_ae.strip() == calling_ae.strip()
+        )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from typing import Any
 
 import redis
 from celery import shared_task
@@ -13,8 +14,9 @@ from django.utils import timezone
 from noctis_pro.contracts.events import TaskEcho
 from noctis_pro.contracts.uids import uid_problem
 from noctis_pro.core.events import publish_now, redis_client
+from noctis_pro.pacs.forwarding import NodeUnreachableError, instances_send
 from noctis_pro.pacs.indexing import THUMBNAIL_PENDING_KEY, receipts_index
-from noctis_pro.pacs.models import Instance, Receipt, Series
+from noctis_pro.pacs.models import Instance, Node, Receipt, Series
 from noctis_pro.pacs.thumbnails import ThumbnailError, file_write_atomic, thumbnail_png
 
 logger = logging.getLogger(__name__)
@@ -91,3 +93,29 @@ def ping(token: str) -> str:
     """Echo `token` back as the result and as a TaskEcho event: proves the broker-worker-Redis round trip."""
     publish_now(TaskEcho(token=token))
     return token
+
+
+FORWARD_MAX_RETRIES = 8
+
+
+@shared_task(bind=True, ignore_result=True, max_retries=FORWARD_MAX_RETRIES, acks_late=True)
+def instances_forward(self: Any, node_id: int, sop_instance_uids: list[str]) -> dict[str, Any]:
+    """Send instances to a node (queued by indexing for matching ForwardRules); retried with back-off while the
+    node does not answer."""
+    node = Node.objects.filter(pk=node_id, enabled=True).first()
+    if node is None:
+        return {"sent": 0, "failed": {}, "skipped": "node missing or disabled"}
+    try:
+        result = instances_send(node=node, sop_uids=sop_instance_uids)
+    except NodeUnreachableError as exc:
+        Node.objects.filter(pk=node_id).update(last_error=str(exc))
+        logger.warning("forward to %s: %s (retry %d)", node.name, exc, self.request.retries)
+        raise self.retry(exc=exc, countdown=min(600, 5 * 2**self.request.retries)) from exc
+    if result.failed:
+        Node.objects.filter(pk=node_id).update(
+            last_error=f"{len(result.failed)} instances refused: {result.failed}"[:2000]
+        )
+        logger.warning("forward to %s: %d sent, failed: %s", node.name, len(result.sent), result.failed)
+    else:
+        Node.objects.filter(pk=node_id).update(last_success_at=timezone.now(), last_error="")
+    return result.as_dict()

@@ -107,6 +107,8 @@ MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(BASE_DIR / "var" / "media"))
 # Where the SCP and STOW-RS write instances: <StudyUID>/<SeriesUID>/<SOPInstanceUID>.dcm
 STORAGE_ROOT = Path(env.str("STORAGE_ROOT", default=str(BASE_DIR / "var" / "storage")))
 WEBHOOK_SECRET = env.str("WEBHOOK_SECRET", default="")
+# Our AE title: the SCP answers to it, and forwarding (pacs.forwarding) calls other nodes with it.
+DICOM_AE_TITLE = env.str("DICOM_AE_TITLE", default="NOCTIS")
 # Receipts not indexed this many seconds after arrival are indexed by the reconciler (a lost webhook).
 RECONCILE_AFTER_SECONDS = env.int("RECONCILE_AFTER_SECONDS", default=5)
 # A receipt whose data stays unusable is retried by the reconciler this many times, then left for a human.

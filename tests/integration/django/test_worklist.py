@@ -139,7 +139,7 @@ def test_thumbnail_view_serves_the_png_or_404(
 
 @pytest.mark.parametrize(
     "model", ["pacs/patient", "pacs/study", "pacs/series", "pacs/instance", "pacs/receipt", "core/auditevent",
-              "accounts/apitoken", "ai/aianalysis"],
+              "accounts/apitoken", "ai/aianalysis", "pacs/node", "pacs/forwardrule"],
 )  # fmt: skip
 def test_admin_lists_render_and_index_rows_are_read_only(
     client: Client, archive: Callable[..., Receipt], model: str
@@ -148,7 +148,10 @@ def test_admin_lists_render_and_index_rows_are_read_only(
     client.force_login(admin)
     indexed(archive)
     assert client.get(f"/admin/{model}/").status_code == 200
-    if model.startswith(("pacs/", "core/")):
+    editable = model in {"pacs/node", "pacs/forwardrule", "ai/aianalysis"}
+    if editable:
+        assert client.get(f"/admin/{model}/add/").status_code == 200
+    elif model.startswith(("pacs/", "core/")):
         assert client.get(f"/admin/{model}/add/").status_code == 403
 
 
