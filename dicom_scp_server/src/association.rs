@@ -75,9 +75,20 @@ pub enum Negotiation {
     Reject(AssociationRJ),
 }
 
-/// The negotiation policy: called AE must be ours (trimmed), DICOM application context, then each
-/// presentation context gets the first proposed transfer syntax we support.
-pub fn negotiate(rq: &AssociationRQ, ae_title: &str, max_pdu_length: u32) -> Negotiation {
+/// Who may associate with us.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub ae_title: String,
+    /// Empty: any calling AE title.
+    pub allowed_calling: Vec<String>,
+    pub max_pdu_length: u32,
+}
+
+/// The negotiation policy: called AE must be ours (trimmed), the calling AE known when a list is
+/// configured, DICOM application context, then each presentation context gets the first proposed
+/// transfer syntax we support.
+pub fn negotiate(rq: &AssociationRQ, policy: &Policy) -> Negotiation {
+    let (ae_title, max_pdu_length) = (policy.ae_title.as_str(), policy.max_pdu_length);
     if rq.protocol_version & 1 == 0 {
         return Negotiation::Reject(AssociationRJ {
             result: AssociationRJResult::Permanent,
@@ -91,6 +102,19 @@ pub fn negotiate(rq: &AssociationRQ, ae_title: &str, max_pdu_length: u32) -> Neg
             result: AssociationRJResult::Permanent,
             source: AssociationRJSource::ServiceUser(
                 AssociationRJServiceUserReason::CalledAETitleNotRecognized,
+            ),
+        });
+    }
+    if !policy.allowed_calling.is_empty()
+        && !policy
+            .allowed_calling
+            .iter()
+            .any(|a| a.trim() == rq.calling_ae_title.trim())
+    {
+        return Negotiation::Reject(AssociationRJ {
+            result: AssociationRJResult::Permanent,
+            source: AssociationRJSource::ServiceUser(
+                AssociationRJServiceUserReason::CallingAETitleNotRecognized,
             ),
         });
     }
@@ -276,7 +300,12 @@ pub async fn association_serve(mut stream: TcpStream, services: &Services) {
     };
     let calling_ae = rq.calling_ae_title.trim().to_string();
     let called_ae = rq.called_ae_title.trim().to_string();
-    let (ac, contexts) = match negotiate(&rq, &cfg.ae_title, cfg.max_pdu_length) {
+    let policy = Policy {
+        ae_title: cfg.ae_title.clone(),
+        allowed_calling: cfg.allowed_calling_aes.clone(),
+        max_pdu_length: cfg.max_pdu_length,
+    };
+    let (ac, contexts) = match negotiate(&rq, &policy) {
         Negotiation::Accept(ac, contexts) => (ac, contexts),
         Negotiation::Reject(rj) => {
             tracing::warn!(%peer, calling = %calling_ae, called = %called_ae, reason = %rj.source, "association rejected");
@@ -617,6 +646,31 @@ mod tests {
         }
     }
 
+    fn policy(allowed: &[&str]) -> Policy {
+        Policy {
+            ae_title: "NOCTIS".into(),
+            allowed_calling: allowed.iter().map(|s| s.to_string()).collect(),
+            max_pdu_length: 65536,
+        }
+    }
+
+    #[test]
+    fn calling_ae_is_checked_only_when_a_list_is_configured() {
+        let r = rq("NOCTIS", vec![]); // calling AE "MODALITY"
+        assert!(matches!(negotiate(&r, &policy(&[])), Negotiation::Accept(..)));
+        assert!(matches!(
+            negotiate(&r, &policy(&["CT1", "MODALITY"])),
+            Negotiation::Accept(..)
+        ));
+        match negotiate(&r, &policy(&["CT1"])) {
+            Negotiation::Reject(rj) => assert_eq!(
+                rj.source,
+                AssociationRJSource::ServiceUser(AssociationRJServiceUserReason::CallingAETitleNotRecognized)
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn storage_classes_come_from_the_dictionary() {
         assert!(storage_sop_class("1.2.840.10008.5.1.4.1.1.2")); // CT Image Storage
@@ -630,7 +684,7 @@ mod tests {
 
     #[test]
     fn wrong_called_ae_is_rejected_permanently_by_service_user() {
-        match negotiate(&rq("WRONG", vec![]), "NOCTIS", 65536) {
+        match negotiate(&rq("WRONG", vec![]), &policy(&[])) {
             Negotiation::Reject(rj) => {
                 assert_eq!(rj.result, AssociationRJResult::Permanent);
                 assert_eq!(
@@ -659,7 +713,7 @@ mod tests {
                 (7, "1.2.840.10008.5.1.4.1.1.2", vec!["1.2.3.999"]),
             ],
         );
-        let Negotiation::Accept(ac, accepted) = negotiate(&r, "NOCTIS", 65536) else {
+        let Negotiation::Accept(ac, accepted) = negotiate(&r, &policy(&[])) else {
             panic!()
         };
         assert_eq!(

@@ -78,6 +78,8 @@ pub struct Config {
     pub association_timeout: Duration,
     pub shutdown_grace: Duration,
     pub on_conflict: OnConflict,
+    /// DICOM_ALLOWED_CALLING_AE_TITLES (comma-separated); empty accepts any calling AE.
+    pub allowed_calling_aes: Vec<String>,
 }
 
 /// Every key the file and the environment understand.
@@ -98,6 +100,7 @@ pub const KEYS: &[&str] = &[
     "SCP_ASSOCIATION_TIMEOUT_SECS",
     "SCP_SHUTDOWN_GRACE_SECS",
     "SCP_ON_CONFLICT",
+    "DICOM_ALLOWED_CALLING_AE_TITLES",
 ];
 
 pub const DEFAULT_WEBHOOK_URL: &str = "http://127.0.0.1:8000/api/dicom/received/";
@@ -203,7 +206,20 @@ impl Config {
                 reason: "must be at least 1".into(),
             });
         }
+        let mut allowed_calling_aes = vec![];
+        for ae in get("DICOM_ALLOWED_CALLING_AE_TITLES").unwrap_or("").split(',') {
+            let ae = ae.trim();
+            if ae.is_empty() {
+                continue;
+            }
+            ae_title_check(ae).map_err(|reason| ConfigError {
+                name: "DICOM_ALLOWED_CALLING_AE_TITLES",
+                reason,
+            })?;
+            allowed_calling_aes.push(ae.to_string());
+        }
         Ok(Config {
+            allowed_calling_aes,
             ae_title,
             dicom_bind: address(get("DICOM_BIND_ADDRESS"), "DICOM_BIND_ADDRESS", "0.0.0.0")?,
             dicom_port: number(get("DICOM_PORT"), "DICOM_PORT", 11112)?,
@@ -315,6 +331,7 @@ mod tests {
         assert_eq!(c.idle_timeout, Duration::from_secs(60));
         assert_eq!(c.association_timeout, Duration::from_secs(3600));
         assert_eq!(c.on_conflict, OnConflict::Keep);
+        assert!(c.allowed_calling_aes.is_empty());
         assert_eq!(
             c.webhook_url,
             WebhookUrl {
@@ -349,6 +366,10 @@ mod tests {
             (&[("SCP_IDLE_TIMEOUT_SECS", "0")], "SCP_IDLE_TIMEOUT_SECS"),
             (&[("DJANGO_WEBHOOK_URL", "https://x/y")], "DJANGO_WEBHOOK_URL"),
             (&[("DICOM_BIND_ADDRESS", "localhost:1")], "DICOM_BIND_ADDRESS"),
+            (
+                &[("DICOM_ALLOWED_CALLING_AE_TITLES", "CT1,SEVENTEEN_CHARS_AE")],
+                "DICOM_ALLOWED_CALLING_AE_TITLES",
+            ),
         ];
         for (pairs, name) in cases {
             let e = Config::from_sources(None, &env(pairs)).unwrap_err();
@@ -360,6 +381,16 @@ mod tests {
         let e = Config::from_sources(Some(r#"{"DICOM_PROT": 1}"#), &env(&[])).unwrap_err();
         assert_eq!(e.name, "CONFIG_PATH");
         assert!(e.reason.contains("DICOM_PROT"));
+    }
+
+    #[test]
+    fn allowed_calling_aes_are_a_trimmed_list() {
+        let c = Config::from_sources(
+            None,
+            &env(&[("DICOM_ALLOWED_CALLING_AE_TITLES", " CT1, MR_2 ,,")]),
+        )
+        .unwrap();
+        assert_eq!(c.allowed_calling_aes, vec!["CT1", "MR_2"]);
     }
 
     #[test]

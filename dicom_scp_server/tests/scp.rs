@@ -694,3 +694,22 @@ fn compressed_and_deflated_instances_are_stored_as_received() {
         text(&check)
     );
 }
+
+#[test]
+fn unknown_calling_ae_is_rejected_when_a_list_is_configured() {
+    let scp =
+        Scp::start(ScpOptions::new(CLOSED_DB_URL).env("DICOM_ALLOWED_CALLING_AE_TITLES", "CT1,TESTSCU"));
+    let port = scp.port();
+    let known = dcmtk("echoscu", &["-aet", "CT1", "-aec", "NOCTIS", "127.0.0.1", &port]);
+    assert!(known.status.success(), "{}", text(&known));
+    let unknown = dcmtk(
+        "echoscu",
+        &["-v", "-aet", "STRANGER", "-aec", "NOCTIS", "127.0.0.1", &port],
+    );
+    assert!(!unknown.status.success());
+    assert!(
+        text(&unknown).contains("Calling AE Title Not Recognized"),
+        "{}",
+        text(&unknown)
+    );
+}
