@@ -41,6 +41,7 @@ INSTALLED_APPS = [
     "noctis_pro.accounts",
     "noctis_pro.pacs",
     "noctis_pro.worklist",
+    "noctis_pro.reports",
     "noctis_pro.ai",
 ]
 

@@ -18,6 +18,7 @@ from noctis_pro.pacs.selectors import (
     study_detail,
     study_for_worklist_row,
 )
+from noctis_pro.reports.services import report_for_study, user_can_report
 from noctis_pro.worklist.forms import WorklistFilterForm
 
 PAGE_SIZE = 50
@@ -80,5 +81,10 @@ def study(request: HttpRequest, study_uid: str) -> HttpResponse:
     if found is None:
         raise Http404("no such study")
     audit_record(request_or_user=request, action="study.view", object_type="study", object_id=study_uid)
-    context = {"study": found, "analyses": analyses_for_study(study_id=found.pk)}
+    context = {
+        "study": found,
+        "analyses": analyses_for_study(study_id=found.pk),
+        "report": report_for_study(study_id=found.pk),
+        "can_report": user_can_report(request.user),
+    }
     return render(request, "worklist/study.html", context)

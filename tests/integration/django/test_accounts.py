@@ -57,3 +57,9 @@ def test_ensure_admin_requires_the_password_variable(monkeypatch: pytest.MonkeyP
     with pytest.raises(CommandError, match="NOCTIS_ADMIN_PASSWORD"):
         call_command("ensure_admin", "--username", "admin")
     assert not User.objects.filter(username="admin").exists()
+
+
+def test_the_design_roles_exist_as_groups() -> None:
+    from django.contrib.auth.models import Group
+
+    assert {"admin", "radiologist", "technologist", "referrer"} <= set(Group.objects.values_list("name", flat=True))
