@@ -560,7 +560,13 @@ impl Session<'_> {
     async fn pending_finish(&self, pending: Pending) -> Pdu {
         let metrics = &self.services.metrics;
         let (status, comment) = match pending.sink {
-            Err(f) => (f.status, Some(f.comment)),
+            Err(f) => {
+                tracing::warn!(
+                    sop = %pending.sop_instance, status = format!("{:#06x}", f.status), reason = %f.comment,
+                    calling = %self.calling_ae, "DIMSE request refused"
+                );
+                (f.status, Some(f.comment))
+            }
             Ok(incoming) => {
                 let size = incoming.size();
                 match self.services.storage.store_commit(incoming).await {
@@ -591,9 +597,6 @@ impl Session<'_> {
                 metrics.stores_ok.inc();
             } else {
                 metrics.stores_failed.inc();
-                if let Some(c) = &comment {
-                    tracing::warn!(sop = %pending.sop_instance, status = format!("{status:#06x}"), reason = %c, "C-STORE answered with failure");
-                }
             }
         }
         let rsp = dimse::response(
