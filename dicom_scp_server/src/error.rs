@@ -27,10 +27,18 @@ pub enum UidError {
 pub enum ReceiptError {
     #[error("database unavailable: {0}")]
     Unavailable(String),
-    #[error("database query failed: {0}")]
+    #[error("database query failed: {}", pg_error_text(.0))]
     Query(#[from] tokio_postgres::Error),
     #[error("database timed out")]
     Timeout,
+}
+
+/// tokio-postgres displays server errors as just "db error"; the SQLSTATE and message are what help.
+fn pg_error_text(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
+    }
 }
 
 /// Failures of one C-STORE (store.rs). status.rs maps each to a DICOM status.

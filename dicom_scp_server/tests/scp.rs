@@ -713,3 +713,47 @@ fn unknown_calling_ae_is_rejected_when_a_list_is_configured() {
         text(&unknown)
     );
 }
+
+/// A role that may read pacs_receipt but not write it: the receipt insert fails after the rename.
+#[test]
+fn failed_receipt_insert_removes_the_renamed_file() {
+    let admin: tokio_postgres::Config = db_url().parse().unwrap();
+    let role = format!("scp_ro_{}", unique_uid().replace('.', "_"));
+    let password = "read-only-test";
+    let admin_exec = |sql: String| {
+        runtime().block_on(async {
+            let (client, conn) = tokio_postgres::connect(&db_url(), tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            client.batch_execute(&sql).await.unwrap();
+        })
+    };
+    admin_exec(format!(
+        "CREATE ROLE {role} LOGIN PASSWORD '{password}'; GRANT SELECT ON pacs_receipt TO {role};"
+    ));
+    let host = match &admin.get_hosts()[0] {
+        tokio_postgres::config::Host::Tcp(h) => h.clone(),
+        tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+    };
+    let url = format!(
+        "host={host} port={} user={role} password={password} dbname={}",
+        admin.get_ports().first().copied().unwrap_or(5432),
+        admin.get_dbname().unwrap_or("postgres"),
+    );
+    let scp = Scp::start(ScpOptions::new(&url));
+    let dir = tempfile::tempdir().unwrap();
+    let inst = Instance::ct();
+    let (_code, out) = storescu(&scp, &[&inst.write(dir.path())]);
+    let responses = store_responses(&out);
+    let stored = scp.stored_files();
+    let incoming = scp.incoming_files();
+    let log = scp.log_text();
+    drop(scp);
+    admin_exec(format!("DROP OWNED BY {role}; DROP ROLE {role};"));
+    assert_eq!(responses, vec!["Refused: OutOfResources"], "{out}\n{log}");
+    assert!(log.contains("permission denied"), "{log}");
+    assert!(stored.is_empty(), "no file without its receipt: {stored:?}");
+    assert!(incoming.is_empty());
+    assert!(receipts_for(inst.sop()).is_empty());
+}
