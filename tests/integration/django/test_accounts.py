@@ -63,3 +63,26 @@ def test_the_design_roles_exist_as_groups() -> None:
     from django.contrib.auth.models import Group
 
     assert {"admin", "radiologist", "technologist", "referrer"} <= set(Group.objects.values_list("name", flat=True))
+
+
+def test_scripted_shell_prints_only_the_scripts_output(tmp_path: object) -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from django.db import connection
+
+    db = connection.settings_dict
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "noctis_pro.settings.test",
+        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        "NOCTIS_ENV_FILE": str(Path(str(tmp_path)) / "no.env"),
+    }
+    root = Path(__file__).resolve().parents[3]
+    result = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", "print(Study.__name__)"],  # Study: auto-imported
+        cwd=root, env=env, capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    assert result.stdout == "Study\n"
