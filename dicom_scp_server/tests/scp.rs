@@ -148,6 +148,9 @@ fn overwrite_policy_replaces_file_and_receipt() {
     let (code, out) = storescu(&scp, &[&inst.write(dir.path())]);
     assert_eq!(code, 0, "{out}");
     let first_id = receipts_for(inst.sop())[0].id;
+    db_execute(&format!(
+        "UPDATE pacs_receipt SET indexed_at = now() WHERE id = {first_id}"
+    ));
     let mut changed = inst.clone();
     changed.patient_name = "Other^Name".into();
     let f2 = changed.write(dir.path());
@@ -162,6 +165,9 @@ fn overwrite_policy_replaces_file_and_receipt() {
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].id, first_id);
     assert_eq!(rows[0].attrs["PatientName"], "Other^Name");
+    assert_eq!(rows[0].cols["indexed_at"], None, "indexing starts over");
+    let bytes = std::fs::read(scp.storage.join(inst.relpath())).unwrap();
+    assert_eq!(rows[0].cols["sha256"], Some(sha256_hex(&bytes)));
     assert_eq!(scp.stored_files().len(), 1);
 }
 

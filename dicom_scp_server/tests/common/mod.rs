@@ -378,6 +378,17 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// Run SQL as the test database's user.
+pub fn db_execute(sql: &str) {
+    runtime().block_on(async {
+        let (client, conn) = tokio_postgres::connect(&db_url(), tokio_postgres::NoTls)
+            .await
+            .expect("connect test DB");
+        tokio::spawn(conn);
+        client.batch_execute(sql).await.unwrap();
+    })
+}
+
 pub fn receipts_for(sop: &str) -> Vec<ReceiptRow> {
     runtime().block_on(async {
         let (client, conn) = tokio_postgres::connect(&db_url(), tokio_postgres::NoTls)
