@@ -31,9 +31,15 @@
     fetch(rowUrl.replace("STUDY_UID", encodeURIComponent(uid)), {
       credentials: "same-origin", headers: { "Accept": "text/html" }
     }).then(function (response) {
+      if (response.status === 404) {  // the study is gone (its instances moved to another study)
+        var gone = findRow(uid);
+        if (gone) { gone.remove(); }
+        return null;
+      }
       if (!response.ok) { throw new Error("row " + response.status); }
       return response.text();
     }).then(function (html) {
+      if (html === null) { return; }
       var holder = document.createElement("tbody");
       holder.innerHTML = html;  // server-rendered, escaped by Django's templates
       var row = holder.querySelector("tr[data-study-uid]");
