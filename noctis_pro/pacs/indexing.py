@@ -257,19 +257,22 @@ def studies_derived_update(*, study_ids: set[int]) -> list[Study]:
     return studies
 
 
-def _empty_remove(*, series_ids: set[int], study_ids: set[int]) -> set[int]:
+def _empty_remove(*, series_ids: set[int], study_ids: set[int]) -> list[Study]:
     """Delete series left without instances and studies left without series by moved instances.
 
-    Returns the ids of the studies removed."""
+    Returns the studies removed (with zero counts, for the events that tell browsers they are gone)."""
     if not series_ids and not study_ids:
-        return set()
+        return []
     Series.objects.filter(pk__in=series_ids, number_of_instances=0).delete()
-    empty = set(
-        Study.objects.filter(pk__in=study_ids)
-        .exclude(pk__in=Series.objects.filter(study_id__in=study_ids).values("study_id"))
-        .values_list("pk", flat=True)
+    empty = list(
+        Study.objects.filter(pk__in=study_ids).exclude(
+            pk__in=Series.objects.filter(study_id__in=study_ids).values("study_id")
+        )
     )
-    Study.objects.filter(pk__in=empty).delete()
+    Study.objects.filter(pk__in=[s.pk for s in empty]).delete()
+    for study in empty:
+        study.number_of_series = study.number_of_instances = 0
+        study.modalities_in_study = ""
     return empty
 
 
@@ -364,12 +367,14 @@ def _batch_index(wanted: list[int]) -> IndexResult:
         studies: list[Study] = []
         series_uids: list[str] = []
         forwards: dict[int, list[str]] = {}
+        removed: list[Study] = []
         if usable:
             old_series_ids, old_study_ids = _previous_places(usable)
             study_ids, series_ids = _index_usable(usable)
             series_derived_update(series_ids=series_ids | old_series_ids)
-            emptied = _empty_remove(series_ids=old_series_ids - series_ids, study_ids=old_study_ids - study_ids)
-            studies = studies_derived_update(study_ids=(study_ids | old_study_ids) - emptied)
+            removed = _empty_remove(series_ids=old_series_ids - series_ids, study_ids=old_study_ids - study_ids)
+            kept_ids = (study_ids | old_study_ids) - {s.pk for s in removed}
+            studies = studies_derived_update(study_ids=kept_ids)
             studies_indexed.send(sender=Study, study_ids=study_ids)
             series_uids = sorted({r.series_instance_uid for r in usable})
             forwards = forward_plan(receipts=usable)
@@ -382,7 +387,7 @@ def _batch_index(wanted: list[int]) -> IndexResult:
             Receipt.objects.filter(pk=rid).update(index_attempts=F("index_attempts") + 1, index_error=error)
         result.indexed = ok_ids
         result.studies = [s.study_instance_uid for s in studies]
-        _after_commit(studies, series_uids, forwards)
+        _after_commit([*studies, *removed], series_uids, forwards)
     if result.failed:
         logger.warning("receipts not indexed: %s", result.failed)
     return result

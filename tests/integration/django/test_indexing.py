@@ -233,7 +233,7 @@ def test_thumbnails_are_queued_once_per_series_burst(
 
 
 def test_instance_resent_into_another_study_moves_and_empty_rows_go(
-    archive: Callable[..., Receipt], storage_root: Any
+    archive: Callable[..., Receipt], storage_root: Any, events: Any, django_capture_on_commit_callbacks: Any
 ) -> None:
     """The SCP's upsert rewrote the receipt (same SOP, corrected Study/Series UIDs): the newest receipt wins."""
     from tests.conftest import make_dataset
@@ -259,8 +259,14 @@ def test_instance_resent_into_another_study_moves_and_empty_rows_go(
             path=relpath, attrs=receipt_attrs(ds), indexed_at=None,
         )  # fmt: skip
 
-    result = receipts_index(receipt_ids=[moved.pk, lonely.pk])
+    with django_capture_on_commit_callbacks(execute=True):
+        result = receipts_index(receipt_ids=[moved.pk, lonely.pk])
 
+    gone = [e for e in _messages(events, 1.0) if e.get("study_instance_uid") == lonely.study_instance_uid]
+    assert gone == [
+        {"type": "study.updated", "study_instance_uid": lonely.study_instance_uid, "number_of_series": 0,
+         "number_of_instances": 0, "modalities": []}
+    ]  # fmt: skip
     assert sorted(result.indexed) == sorted([moved.pk, lonely.pk])
     assert Instance.objects.filter(series__series_instance_uid=target.series_instance_uid).count() == 3
     target_study = Study.objects.get(study_instance_uid=target.study_instance_uid)
