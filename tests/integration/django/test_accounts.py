@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Group, User
 from django.core.management import CommandError, call_command
+from django.db import connection
 
 from noctis_pro.accounts.models import ApiToken
 from noctis_pro.core.models import AuditEvent
@@ -60,25 +65,18 @@ def test_ensure_admin_requires_the_password_variable(monkeypatch: pytest.MonkeyP
 
 
 def test_the_design_roles_exist_as_groups() -> None:
-    from django.contrib.auth.models import Group
 
     assert {"admin", "radiologist", "technologist", "referrer"} <= set(Group.objects.values_list("name", flat=True))
 
 
-def test_scripted_shell_prints_only_the_scripts_output(tmp_path: object) -> None:
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    from django.db import connection
+def test_scripted_shell_prints_only_the_scripts_output(tmp_path: Path) -> None:
 
     db = connection.settings_dict
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "noctis_pro.settings.test",
         "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        "NOCTIS_ENV_FILE": str(Path(str(tmp_path)) / "no.env"),
+        "NOCTIS_ENV_FILE": str(tmp_path / "no.env"),
     }
     root = Path(__file__).resolve().parents[3]
     result = subprocess.run(

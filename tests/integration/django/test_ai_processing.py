@@ -18,6 +18,7 @@ from django.db import connection
 from django.utils import timezone
 from pydicom.uid import generate_uid
 
+from noctis_pro.ai import analyzers
 from noctis_pro.ai.models import AIAnalysis
 from noctis_pro.ai.processing import analysis_take_next
 from noctis_pro.pacs.indexing import receipts_index
@@ -83,7 +84,6 @@ def test_unknown_analyzer_fails_with_a_clear_error(archive: Callable[..., Receip
 def test_failing_analyzer_is_retried_until_max_attempts(
     archive: Callable[..., Receipt], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from noctis_pro.ai import analyzers
 
     class Broken:
         name = "broken"

@@ -16,8 +16,11 @@ from django.test.utils import CaptureQueriesContext
 from pydicom.uid import generate_uid
 
 from noctis_pro.contracts.events import CHANNEL
+from noctis_pro.pacs import indexing, tasks
 from noctis_pro.pacs.indexing import receipts_index
 from noctis_pro.pacs.models import Instance, Patient, Receipt, Series, Study
+from tests.conftest import make_dataset
+from tests.integration.django.receipts import receipt_attrs, receipt_insert
 
 pytestmark = pytest.mark.django_db
 
@@ -216,7 +219,6 @@ def test_receipts_index_rolled_back_publishes_nothing(
 def test_thumbnails_are_queued_once_per_series_burst(
     archive: Callable[..., Receipt], django_capture_on_commit_callbacks: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from noctis_pro.pacs import tasks
 
     queued: list[tuple[Any, ...]] = []
     # The broker is the boundary here: record what would be sent to it.
@@ -236,8 +238,6 @@ def test_instance_resent_into_another_study_moves_and_empty_rows_go(
     archive: Callable[..., Receipt], storage_root: Any, events: Any, django_capture_on_commit_callbacks: Any
 ) -> None:
     """The SCP's upsert rewrote the receipt (same SOP, corrected Study/Series UIDs): the newest receipt wins."""
-    from tests.conftest import make_dataset
-    from tests.integration.django.receipts import receipt_attrs, receipt_insert
 
     kept = archive(instance_number=1)
     moved = archive(study_uid=kept.study_instance_uid, series_uid=kept.series_instance_uid, instance_number=2)
@@ -282,7 +282,6 @@ def test_instance_resent_into_another_study_moves_and_empty_rows_go(
 def test_a_receipt_that_breaks_the_batch_is_isolated_and_the_rest_indexed(
     archive: Callable[..., Receipt], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from noctis_pro.pacs import indexing
 
     real_series_fields = indexing._series_fields
 

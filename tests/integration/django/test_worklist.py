@@ -10,6 +10,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 from pydicom.uid import generate_uid
 
+from noctis_pro.ai.models import AIAnalysis
 from noctis_pro.core.models import AuditEvent
 from noctis_pro.pacs.indexing import receipts_index
 from noctis_pro.pacs.models import Receipt, Series
@@ -158,7 +159,6 @@ def test_admin_lists_render_and_index_rows_are_read_only(
 def test_study_page_shows_series_and_analyses_and_is_audited(
     client: Client, radiologist: User, archive: Callable[..., Receipt]
 ) -> None:
-    from noctis_pro.ai.models import AIAnalysis
 
     study_uid = generate_uid()
     ct = indexed(archive, study_uid=study_uid, modality="CT", SeriesDescription="Thorax <b>axial</b>")
