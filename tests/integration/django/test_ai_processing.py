@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import json
 import os
 import signal
 import subprocess
@@ -11,8 +12,11 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+import redis
+from django.conf import settings
 from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
@@ -21,6 +25,7 @@ from pydicom.uid import generate_uid
 from noctis_pro.ai import analyzers
 from noctis_pro.ai.models import AIAnalysis
 from noctis_pro.ai.processing import analysis_take_next
+from noctis_pro.contracts.events import CHANNEL
 from noctis_pro.pacs.indexing import receipts_index
 from noctis_pro.pacs.models import Receipt, Study
 
@@ -171,3 +176,33 @@ def test_indexing_queues_one_pending_analysis_per_study(archive: Callable[..., R
     receipts_index(receipt_ids=[archive(study_uid=study_uid, instance_number=3).pk])  # new images: a new run
     assert sorted(pending.values_list("status", flat=True)) == ["done", "pending"]
     assert pending.get(status="done").result["instance_count"] == 2
+
+
+@pytest.mark.django_db
+def test_a_finished_analysis_is_announced_after_commit(
+    archive: Callable[..., Receipt], django_capture_on_commit_callbacks: Any
+) -> None:
+    study = study_with_gap(archive)
+    analysis = AIAnalysis.objects.create(study=study, analyzer="study_inventory")
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    pubsub = client.pubsub()
+    pubsub.subscribe(CHANNEL)
+    try:
+        pubsub.get_message(timeout=1)  # the subscribe confirmation
+        with django_capture_on_commit_callbacks(execute=True):
+            call_command("process_ai_analyses", stdout=io.StringIO())
+        events = []
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            message = pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
+            if message and message["type"] == "message":
+                event = json.loads(message["data"])
+                if event.get("analysis_id") == analysis.pk:
+                    events.append(event)
+    finally:
+        pubsub.close()
+        client.close()
+    assert events == [
+        {"type": "analysis.completed", "analysis_id": analysis.pk, "study_instance_uid": study.study_instance_uid,
+         "analyzer": "study_inventory", "status": "done"}
+    ]  # fmt: skip
