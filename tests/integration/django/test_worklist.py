@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from django.conf import settings
@@ -183,3 +184,13 @@ def test_study_page_shows_series_and_analyses_and_is_audited(
     assert (event.object_type, event.object_id, event.username) == ("study", study_uid, "reader")
     assert client.get(f"/studies/{generate_uid()}/").status_code == 404
     assert f'href="/studies/{study_uid}/"' in client.get("/").content.decode()
+
+
+def test_worklist_queries_do_not_grow_with_rows(
+    client: Client, radiologist: User, archive: Callable[..., Receipt], django_assert_max_num_queries: Any
+) -> None:
+    receipts = [archive() for _ in range(30)]
+    receipts_index(receipt_ids=[r.pk for r in receipts])
+    with django_assert_max_num_queries(12):
+        response = client.get("/")
+    assert response.content.decode().count("data-study-uid=") == 30
