@@ -3,6 +3,7 @@ with its embedded PostgreSQL and Redis, on free loopback ports and a private var
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -18,7 +19,7 @@ from ops.envfile import envfile_read
 from ops.run import DEFAULT_PORTS
 from tests.conftest import free_port
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 READY_BANNER = "NoctisPro is running"
 START_TIMEOUT_SECONDS = 240
 
@@ -91,7 +92,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     while READY_BANNER not in log_path.read_text(errors="replace"):
         if proc.poll() is not None or time.monotonic() > deadline:
             tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-60:])
-            os.killpg(proc.pid, signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
             pytest.fail(f"the stack did not start (exit {proc.poll()}):\n{tail}")
         time.sleep(0.5)
     chosen = envfile_read(base / ".env")
