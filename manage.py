@@ -9,6 +9,10 @@ def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "noctis_pro.settings.local")
     from django.core.management import execute_from_command_line
 
+    from noctis_pro.core.config import settings_or_exit
+
+    settings_or_exit("manage.py")
+
     execute_from_command_line(sys.argv)
 
 

@@ -17,3 +17,18 @@ def check_secret_key(key: str, *, debug: bool) -> None:
         raise ConfigError(
             f"DJANGO_SECRET_KEY is not a real secret: use at least {MIN_SECRET_KEY_LENGTH} random characters"
         )
+
+
+def settings_or_exit(program: str) -> None:
+    """Load Django's settings now, so a missing or wrong value stops `program` at start with one line saying
+    which and why (exit code 2) instead of a traceback, and nothing starts half-configured."""
+    import sys
+
+    from django.conf import settings
+    from django.core.exceptions import ImproperlyConfigured
+
+    try:
+        settings.INSTALLED_APPS  # noqa: B018 (touching a setting loads them all)
+    except (ConfigError, ImproperlyConfigured) as e:
+        sys.stderr.write(f"{program}: configuration error: {e}\n")
+        raise SystemExit(2) from None

@@ -76,6 +76,8 @@ TEMPLATES = [
 ]
 
 DATABASES = {"default": env.db_url("DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/noctis")}
+if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+    raise ConfigError("DATABASE_URL must be a postgres:// URL: NoctisPro runs on PostgreSQL")
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DJANGO_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
