@@ -115,3 +115,17 @@ def dicom_file(tmp_path: Path) -> Callable[..., Path]:
 
 def read_dataset(path: Path) -> Dataset:
     return pydicom.dcmread(path)
+
+
+def test_database_url() -> str:
+    """DATABASE_URL of the test database pytest-django made, for processes the tests start (with its password)."""
+    from urllib.parse import quote
+
+    from django.db import connection
+
+    s = connection.settings_dict
+    credentials = quote(s["USER"], safe="") + (f":{quote(s['PASSWORD'], safe='')}" if s.get("PASSWORD") else "")
+    return f"postgres://{credentials}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
+
+
+test_database_url.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test

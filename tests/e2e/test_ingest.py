@@ -255,10 +255,16 @@ def test_scp_killed_mid_ingest_keeps_every_acknowledged_instance(stack: Stack) -
                 number += 1
                 ds = make_dataset(study_uid=study_uid, series_uid=series_uid, patient_id="E2E-SCP-KILL",
                                   instance_number=number, rows=32, columns=32)  # fmt: skip
-                status = assoc.send_c_store(ds)
+                try:
+                    status = assoc.send_c_store(ds)
+                except RuntimeError:  # the association died between the check and the send
+                    break
                 if status and status.Status == 0:
                     acknowledged.append(ds)
-            assoc.release()
+            if assoc.is_established:
+                assoc.release()
+            else:
+                assoc.abort()
 
     sender = threading.Thread(target=modality, daemon=True)
     sender.start()
@@ -278,3 +284,21 @@ def test_scp_killed_mid_ingest_keeps_every_acknowledged_instance(stack: Stack) -
     for ds in acknowledged:
         assert stored_path(stack, ds).exists(), ds.SOPInstanceUID
     assert wait_for_instances(stack, study_uid, len(acknowledged)) >= len(acknowledged)
+
+
+def test_bytes_that_are_not_a_dataset_fail_and_leave_nothing(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A C-STORE whose data set is garbage (a broken modality) gets a failure status; the SCP keeps serving."""
+    import pynetdicom.association
+
+    ds = make_dataset(patient_id="E2E-GARBAGE")
+    garbage = b"\xfe\xff\x00\xe0 this is not a DICOM data set \x00\x01" * 7
+    monkeypatch.setattr(pynetdicom.association, "encode", lambda *args, **kwargs: garbage)
+    status = _store_one(stack, ds)
+    monkeypatch.undo()
+    assert status != 0
+    assert (status & 0xF000) in (0xA000, 0xC000), hex(status)
+    assert not list(stack.storage_root.rglob(f"{ds.SOPInstanceUID}.dcm"))
+    with psycopg.connect(stack.env["DATABASE_URL"]) as conn:
+        row = conn.execute("SELECT count(*) FROM pacs_receipt WHERE sop_instance_uid = %s", (ds.SOPInstanceUID,))
+        assert row.fetchone() == (0,)
+    assert _store_one(stack, make_dataset(patient_id="E2E-GARBAGE")) == 0

@@ -23,7 +23,7 @@ from django.conf import settings as django_settings
 from pydicom.uid import generate_uid
 
 from fastapi_app.settings import Settings
-from tests.conftest import free_port
+from tests.conftest import free_port, test_database_url
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/4")
 # fastapi_app.main builds `app` from the environment when imported; the tests build their own apps.
@@ -47,11 +47,7 @@ async def orm(fn: Callable[[], T]) -> T:
 
 @pytest.fixture
 def database_url(transactional_db: None) -> str:
-    from django.db import connection
-
-    s = connection.settings_dict
-    credentials = s["USER"] + (f":{s['PASSWORD']}" if s.get("PASSWORD") else "")
-    return f"postgres://{credentials}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
+    return test_database_url()
 
 
 @pytest.fixture

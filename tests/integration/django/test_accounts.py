@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from django.contrib.auth.models import Group, User
 from django.core.management import CommandError, call_command
-from django.db import connection
 
 from noctis_pro.accounts.models import ApiToken
 from noctis_pro.core.models import AuditEvent
+from tests.conftest import test_database_url
 
 pytestmark = pytest.mark.django_db
 
@@ -71,11 +71,10 @@ def test_the_design_roles_exist_as_groups() -> None:
 
 def test_scripted_shell_prints_only_the_scripts_output(tmp_path: Path) -> None:
 
-    db = connection.settings_dict
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "noctis_pro.settings.test",
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        "DATABASE_URL": test_database_url(),
         "NOCTIS_ENV_FILE": str(tmp_path / "no.env"),
     }
     root = Path(__file__).resolve().parents[3]

@@ -18,7 +18,6 @@ import pytest
 import redis
 from django.conf import settings
 from django.core.management import call_command
-from django.db import connection
 from django.utils import timezone
 from pydicom.uid import generate_uid
 
@@ -28,6 +27,7 @@ from noctis_pro.ai.processing import analysis_take_next
 from noctis_pro.contracts.events import CHANNEL
 from noctis_pro.pacs.indexing import receipts_index
 from noctis_pro.pacs.models import Receipt, Study
+from tests.conftest import test_database_url
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -129,11 +129,10 @@ def test_stuck_running_analysis_is_taken_again(archive: Callable[..., Receipt], 
 def test_process_ai_analyses_continuous_stops_on_sigterm(archive: Callable[..., Receipt], tmp_path: Path) -> None:
     study = study_with_gap(archive)
     first = AIAnalysis.objects.create(study=study, analyzer="study_inventory")
-    db = connection.settings_dict
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "noctis_pro.settings.test",
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        "DATABASE_URL": test_database_url(),
         "NOCTIS_ENV_FILE": str(tmp_path / "no.env"),
     }
     proc = subprocess.Popen(

@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 import redis
 from django.conf import settings
-from django.db import connection
 from django.utils import timezone
 from PIL import Image
 from pydicom.encaps import encapsulate
@@ -27,7 +26,7 @@ from noctis_pro.contracts.events import CHANNEL
 from noctis_pro.pacs.indexing import receipts_index
 from noctis_pro.pacs.models import Instance, Receipt, Series
 from noctis_pro.pacs.tasks import ping, reconcile_receipts, series_thumbnail
-from tests.conftest import make_dataset
+from tests.conftest import make_dataset, test_database_url
 from tests.integration.django.receipts import receipt_insert
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -147,11 +146,10 @@ def test_series_thumbnail_of_unknown_series_is_empty(storage_root: Path) -> None
 def celery_worker_process(tmp_path: Path) -> Iterator[str]:
     """A real `celery -A noctis_pro worker` on a private queue, pointed at the test database and Redis."""
     queue = f"test-{uuid.uuid4().hex[:8]}"
-    db = connection.settings_dict
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "noctis_pro.settings.test",
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        "DATABASE_URL": test_database_url(),
         "REDIS_URL": settings.REDIS_URL,
         "NOCTIS_ENV_FILE": str(tmp_path / "no.env"),
     }
