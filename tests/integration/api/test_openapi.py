@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import httpx
 
 from fastapi_app.settings import Settings
@@ -22,7 +24,18 @@ async def test_openapi_lists_the_routes(api: httpx.AsyncClient) -> None:
     assert {"StudyPage", "StudyOut", "StudyDetail", "SeriesOut", "SeriesInstancesOut", "InstanceOut"} <= set(schemas)
     study_list = spec["paths"]["/api/v1/studies"]["get"]
     assert {p["name"] for p in study_list["parameters"]} >= {"patient_name", "modality", "sort", "limit", "offset"}
-    assert (await api.get("/api/v1/docs")).status_code == 200
+
+
+async def test_docs_page_loads_nothing_from_outside(api: httpx.AsyncClient) -> None:
+    """Hospital networks often have no internet: the reference and its script are served by us."""
+    page = await api.get("/api/v1/docs")
+    assert page.status_code == 200
+    assert re.findall(r"(?:src|href)=\"(https?://[^\"]+)", page.text) == []
+    assert "/api/v1/docs/redoc.standalone.js" in page.text
+    script = await api.get("/api/v1/docs/redoc.standalone.js")
+    assert script.status_code == 200
+    assert script.headers["content-type"].startswith("application/javascript")
+    assert len(script.content) > 100_000
 
 
 async def test_cors_allows_only_configured_origins(api_settings: Settings, api_for) -> None:
