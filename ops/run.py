@@ -175,6 +175,7 @@ def main() -> int:
             env=cfg.env,
             embedded_postgres=cfg.embedded_postgres,
             embedded_redis=cfg.embedded_redis,
+            reset_admin_password="NOCTIS_ADMIN_PASSWORD" in os.environ,
         )
         ports_check(plan, cfg.env)
         if cfg.embedded_postgres:

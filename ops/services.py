@@ -56,7 +56,13 @@ def scp_binary(root: Path) -> str:
 
 
 def stack_plan(
-    *, root: Path, var_dir: Path, env: dict[str, str], embedded_postgres: bool, embedded_redis: bool
+    *,
+    root: Path,
+    var_dir: Path,
+    env: dict[str, str],
+    embedded_postgres: bool,
+    embedded_redis: bool,
+    reset_admin_password: bool = False,
 ) -> list[Service | Step]:
     """Start order: data stores, schema, the web tier, the SCP, the workers, then nginx in front."""
     python = sys.executable
@@ -87,7 +93,13 @@ def stack_plan(
     plan += [
         Step("migrate", [*manage, "migrate", "--noinput"]),
         Step("collectstatic", [*manage, "collectstatic", "--noinput", "--verbosity", "0"]),
-        Step("admin", [*manage, "ensure_admin", "--username", env.get("NOCTIS_ADMIN_USER", "admin")]),
+        # A password given in the environment is applied; a generated one is only set when the admin is created,
+        # so a password changed in the UI survives the next `make run`.
+        Step(
+            "admin",
+            [*manage, "ensure_admin", "--username", env.get("NOCTIS_ADMIN_USER", "admin")]
+            + (["--reset"] if reset_admin_password else []),
+        ),
         Service(
             "django",
             [

@@ -27,12 +27,22 @@ def compose_config(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     assert shutil.which("docker-compose"), "docker-compose (Debian package) is required: make test installs it"
     clean = {k: v for k, v in os.environ.items() if k not in SECRETS}
     return subprocess.run(
-        ["docker-compose", "--project-directory", str(ROOT), "-f", str(ROOT / "docker-compose.yml"), "config"],
+        # --env-file /dev/null: a developer's .env (written by make run) must not satisfy the check
+        [
+            "docker-compose",
+            "--project-directory",
+            str(ROOT),
+            "--env-file",
+            "/dev/null",
+            "-f",
+            str(ROOT / "docker-compose.yml"),
+            "config",
+        ],
         env={**clean, **env},
         capture_output=True,
         text=True,
         check=False,
-        cwd="/",  # not the repo: a developer's .env must not satisfy the check
+        cwd="/",
     )
 
 
