@@ -6,6 +6,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -26,24 +27,14 @@ DESIGN_SERVICES = {"nginx", "django", "fastapi", "rust_scp", "postgres", "redis"
 def compose_config(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     assert shutil.which("docker-compose"), "docker-compose (Debian package) is required: make test installs it"
     clean = {k: v for k, v in os.environ.items() if k not in SECRETS}
-    return subprocess.run(
-        # --env-file /dev/null: a developer's .env (written by make run) must not satisfy the check
-        [
-            "docker-compose",
-            "--project-directory",
-            str(ROOT),
-            "--env-file",
-            "/dev/null",
-            "-f",
-            str(ROOT / "docker-compose.yml"),
-            "config",
-        ],
-        env={**clean, **env},
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd="/",
-    )
+    with tempfile.TemporaryDirectory() as scratch:
+        empty = Path(scratch) / ".env"  # a developer's .env (written by make run) must not satisfy the check
+        empty.write_text("")
+        argv = ["docker-compose", "--project-directory", str(ROOT), "--env-file", str(empty)]
+        return subprocess.run(
+            [*argv, "-f", str(ROOT / "docker-compose.yml"), "config"],
+            env={**clean, **env}, capture_output=True, text=True, check=False, cwd=scratch,
+        )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
