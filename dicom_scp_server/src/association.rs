@@ -265,6 +265,8 @@ struct Pending {
     sop_instance: String,
     sink: Result<Incoming, Failure>,
     started: Instant,
+    /// When the last fragment of the data set arrived.
+    received: Option<Instant>,
 }
 
 struct Session<'a> {
@@ -447,7 +449,8 @@ impl Session<'_> {
                 if !pdv.is_last {
                     return Ok(None);
                 }
-                let pending = self.pending.take().expect("pending checked above");
+                let mut pending = self.pending.take().expect("pending checked above");
+                pending.received = Some(Instant::now());
                 Ok(Some(self.pending_finish(pending).await))
             }
         }
@@ -520,6 +523,7 @@ impl Session<'_> {
                     sop_instance,
                     sink,
                     started: Instant::now(),
+                    received: None,
                 };
                 if command.has_data_set() {
                     self.pending = Some(pending);
@@ -546,6 +550,7 @@ impl Session<'_> {
                         comment: "operation not supported".into(),
                     }),
                     started: Instant::now(),
+                    received: None,
                 };
                 if command.has_data_set() {
                     self.pending = Some(pending);
@@ -570,7 +575,7 @@ impl Session<'_> {
             Ok(incoming) => {
                 let size = incoming.size();
                 match self.services.storage.store_commit(incoming).await {
-                    Ok((outcome, receipt)) => {
+                    Ok((outcome, receipt, phases)) => {
                         metrics.bytes_received.add(size);
                         if let StoreOutcome::Stored { receipt_id }
                         | StoreOutcome::Overwritten { receipt_id } = outcome
@@ -580,6 +585,8 @@ impl Session<'_> {
                         tracing::info!(
                             sop = %receipt.sop_instance_uid, path = %receipt.path, size,
                             outcome = ?outcome, ms = pending.started.elapsed().as_millis() as u64,
+                            recv_us = pending.received.map(|r| r.duration_since(pending.started).as_micros() as u64).unwrap_or(0),
+                            %phases,
                             calling = %self.calling_ae, "C-STORE stored"
                         );
                         (status::SUCCESS, None)

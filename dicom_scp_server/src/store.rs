@@ -12,6 +12,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use dicom_dictionary_std::tags;
 use dicom_object::mem::InMemDicomObject;
@@ -185,6 +186,39 @@ pub enum StoreOutcome {
     Overwritten { receipt_id: i64 },
 }
 
+/// Time spent in each phase of one store, for the log line (where ingest time goes).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Phases {
+    /// Writing received bytes to the temp file and hashing them.
+    pub write: Duration,
+    /// Flushing and fsyncing the temp file.
+    pub fsync: Duration,
+    /// Reading identity and attributes back (up to PixelData).
+    pub parse: Duration,
+    /// Looking up an earlier receipt for the SOP Instance UID.
+    pub find: Duration,
+    /// Folders, rename, folder fsync.
+    pub rename: Duration,
+    /// Receipt row committed.
+    pub insert: Duration,
+}
+
+impl std::fmt::Display for Phases {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let us = |d: Duration| d.as_micros();
+        write!(
+            f,
+            "write={}us fsync={}us parse={}us find={}us rename={}us insert={}us",
+            us(self.write),
+            us(self.fsync),
+            us(self.parse),
+            us(self.find),
+            us(self.rename),
+            us(self.insert)
+        )
+    }
+}
+
 /// The storage area and what a store needs around it.
 pub struct Storage {
     root: PathBuf,
@@ -206,6 +240,7 @@ pub struct Incoming {
     size: u64,
     request: StoreRequest,
     keep_file: bool,
+    phases: Phases,
 }
 
 impl Drop for Incoming {
@@ -222,11 +257,13 @@ impl Incoming {
             context: "write temp file",
             source: std::io::Error::other("already closed"),
         })?;
+        let t = Instant::now();
         w.write_all(data)
             .await
             .map_err(StoreError::io("write temp file"))?;
         self.hasher.update(data);
         self.size += data.len() as u64;
+        self.phases.write += t.elapsed();
         Ok(())
     }
 
@@ -315,6 +352,7 @@ impl Storage {
             size: 0,
             keep_file: false,
             request,
+            phases: Phases::default(),
         };
         let r = &incoming.request;
         let meta = file_meta_bytes(
@@ -331,17 +369,21 @@ impl Storage {
     pub async fn store_commit(
         &self,
         mut incoming: Incoming,
-    ) -> Result<(StoreOutcome, NewReceipt), StoreError> {
+    ) -> Result<(StoreOutcome, NewReceipt, Phases), StoreError> {
+        let t = Instant::now();
         let mut writer = incoming.writer.take().expect("writer present until commit");
         writer.flush().await.map_err(StoreError::io("flush temp file"))?;
         let file = writer.into_inner();
         file.sync_all().await.map_err(StoreError::io("fsync temp file"))?;
         drop(file);
+        incoming.phases.fsync = t.elapsed();
 
+        let t = Instant::now();
         let temp = incoming.path.clone();
         let identity = tokio::task::spawn_blocking(move || instance_identity_read(&temp))
             .await
             .map_err(|e| StoreError::Decode(e.to_string()))??;
+        incoming.phases.parse = t.elapsed();
         let r = incoming.request.clone();
         if identity.sop_instance_uid != r.sop_instance_uid {
             return Err(StoreError::InstanceMismatch {
@@ -380,11 +422,13 @@ impl Storage {
         let outcome = self.place(&mut incoming, &receipt).await;
         drop(_guard);
         self.instance_unlock(&receipt.sop_instance_uid);
-        Ok((outcome?, receipt))
+        Ok((outcome?, receipt, incoming.phases))
     }
 
     async fn place(&self, incoming: &mut Incoming, receipt: &NewReceipt) -> Result<StoreOutcome, StoreError> {
+        let t = Instant::now();
         let existing = receipt::receipt_find(&self.db, &receipt.sop_instance_uid).await?;
+        incoming.phases.find = t.elapsed();
         let final_path = self.root.join(&receipt.path);
         let temp = incoming.path.clone();
 
@@ -392,11 +436,16 @@ impl Storage {
             // No receipt: any file at our path is a leftover that was never acknowledged; replace it
             // unless it is this very content.
             let same = file_sha256(&final_path).await.ok().as_deref() == Some(receipt.sha256.as_str());
+            let t = Instant::now();
             if !same {
                 self.rename_into_place(&temp, &final_path).await?;
                 incoming.keep_file = true;
             }
-            return match self.writer.receipt_insert(receipt.clone()).await {
+            incoming.phases.rename = t.elapsed();
+            let t = Instant::now();
+            let inserted = self.writer.receipt_insert(receipt.clone()).await;
+            incoming.phases.insert = t.elapsed();
+            return match inserted {
                 Ok(Some(id)) => Ok(StoreOutcome::Stored { receipt_id: id }),
                 Ok(None) => {
                     tracing::warn!(sop = %receipt.sop_instance_uid, "receipt appeared concurrently; keeping it");
