@@ -13,7 +13,7 @@ use dicom_ul::pdu::{
     PresentationContextResult, PresentationContextResultReason, UserVariableItem,
 };
 use dicom_ul::Pdu;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 use crate::config::Config;
@@ -23,7 +23,8 @@ use crate::health::Metrics;
 use crate::notify::Notifier;
 use crate::status;
 use crate::store::{
-    Incoming, Storage, StoreOutcome, StoreRequest, IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME,
+    BufferPool, Incoming, Storage, StoreOutcome, StoreRequest, IMPLEMENTATION_CLASS_UID,
+    IMPLEMENTATION_VERSION_NAME,
 };
 
 pub const APPLICATION_CONTEXT_NAME: &str = "1.2.840.10008.3.1.1.1";
@@ -190,7 +191,19 @@ pub struct Services {
 /// Largest non-P-DATA PDU we read (an A-ASSOCIATE-RQ with many contexts stays far below).
 const MAX_CONTROL_PDU: u32 = 1024 * 1024;
 
-async fn pdu_read(stream: &mut TcpStream, max_pdu_length: u32) -> Result<Pdu, AssociationError> {
+/// How much of the socket we read at once: PDU and PDV headers come out of this buffer, while PDV
+/// data larger than it is read straight into its own buffer (one copy, kernel to the buffer that the
+/// temp file writer takes).
+const READ_BUFFER: usize = 64 * 1024;
+
+/// The connection: reads buffered, writes unbuffered (each response PDU goes out at once).
+type Stream = BufReader<TcpStream>;
+
+async fn pdu_read(
+    stream: &mut Stream,
+    max_pdu_length: u32,
+    buffers: &BufferPool,
+) -> Result<Pdu, AssociationError> {
     let mut head = [0u8; 6];
     match stream.read_exact(&mut head).await {
         Ok(_) => {}
@@ -209,6 +222,9 @@ async fn pdu_read(stream: &mut TcpStream, max_pdu_length: u32) -> Result<Pdu, As
             head[0]
         )));
     }
+    if head[0] == 0x04 {
+        return pdata_read(stream, len, buffers).await;
+    }
     let mut buf = vec![0u8; 6 + len as usize];
     buf[..6].copy_from_slice(&head);
     stream.read_exact(&mut buf[6..]).await?;
@@ -219,14 +235,52 @@ async fn pdu_read(stream: &mut TcpStream, max_pdu_length: u32) -> Result<Pdu, As
     }
 }
 
-async fn pdu_write(stream: &mut TcpStream, pdu: &Pdu) -> Result<(), AssociationError> {
+/// The items of a P-DATA-TF PDU of `len` bytes (PS3.8 9.3.5), each PDV's data read into a pooled
+/// buffer, with the checks dicom-ul's reader makes (item length at least 2, items fill the PDU).
+async fn pdata_read(stream: &mut Stream, len: u32, buffers: &BufferPool) -> Result<Pdu, AssociationError> {
+    let mut left = len as usize;
+    let mut data = Vec::with_capacity(1);
+    while left > 0 {
+        if left < 6 {
+            return Err(AssociationError::Protocol("invalid PDU field length".into()));
+        }
+        let mut item = [0u8; 6];
+        stream.read_exact(&mut item).await?;
+        let item_length = u32::from_be_bytes([item[0], item[1], item[2], item[3]]) as usize;
+        if item_length < 2 {
+            return Err(AssociationError::Protocol(format!(
+                "invalid PDV item length {item_length}"
+            )));
+        }
+        if item_length > left - 4 {
+            return Err(AssociationError::Protocol("invalid PDU field length".into()));
+        }
+        let mut value = buffers.take(item_length - 2);
+        stream.read_exact(&mut value).await?;
+        left -= 4 + item_length;
+        data.push(PDataValue {
+            presentation_context_id: item[4],
+            value_type: if item[5] & 0x01 != 0 {
+                PDataValueType::Command
+            } else {
+                PDataValueType::Data
+            },
+            is_last: item[5] & 0x02 != 0,
+            data: value,
+        });
+    }
+    Ok(Pdu::PData { data })
+}
+
+async fn pdu_write<S: AsyncWrite + Unpin>(stream: &mut S, pdu: &Pdu) -> Result<(), AssociationError> {
     let mut buf = Vec::with_capacity(256);
     dicom_ul::write_pdu(&mut buf, pdu).map_err(|e| AssociationError::Protocol(e.to_string()))?;
     stream.write_all(&buf).await?;
+    stream.flush().await?;
     Ok(())
 }
 
-async fn abort(stream: &mut TcpStream, reason: AbortRQServiceProviderReason) {
+async fn abort(stream: &mut Stream, reason: AbortRQServiceProviderReason) {
     let pdu = Pdu::AbortRQ {
         source: AbortRQSource::ServiceProvider(reason),
     };
@@ -236,8 +290,11 @@ async fn abort(stream: &mut TcpStream, reason: AbortRQServiceProviderReason) {
 
 /// Over the association limit: read the request (within ARTIM) and refuse it as a transient
 /// "local limit exceeded", so the modality retries later.
-pub async fn association_reject_busy(mut stream: TcpStream, artim: Duration) {
-    if let Ok(Ok(Pdu::AssociationRQ(_))) = tokio::time::timeout(artim, pdu_read(&mut stream, 16 * 1024)).await
+pub async fn association_reject_busy(stream: TcpStream, artim: Duration) {
+    let mut stream = BufReader::with_capacity(READ_BUFFER, stream);
+    let buffers = BufferPool::default();
+    if let Ok(Ok(Pdu::AssociationRQ(_))) =
+        tokio::time::timeout(artim, pdu_read(&mut stream, 16 * 1024, &buffers)).await
     {
         let rj = AssociationRJ {
             result: AssociationRJResult::Transient,
@@ -279,10 +336,17 @@ struct Session<'a> {
 }
 
 /// Serve one accepted TCP connection until release, abort, timeout or error.
-pub async fn association_serve(mut stream: TcpStream, services: &Services) {
+pub async fn association_serve(stream: TcpStream, services: &Services) {
     let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let mut stream = BufReader::with_capacity(READ_BUFFER, stream);
     let cfg = &services.config;
-    let rq = match tokio::time::timeout(cfg.artim_timeout, pdu_read(&mut stream, cfg.max_pdu_length)).await {
+    let buffers = services.storage.buffers();
+    let rq = match tokio::time::timeout(
+        cfg.artim_timeout,
+        pdu_read(&mut stream, cfg.max_pdu_length, buffers),
+    )
+    .await
+    {
         Ok(Ok(Pdu::AssociationRQ(rq))) => rq,
         Ok(Ok(other)) => {
             tracing::warn!(%peer, pdu = %other.short_description(), "expected A-ASSOCIATE-RQ");
@@ -341,7 +405,7 @@ pub async fn association_serve(mut stream: TcpStream, services: &Services) {
         }
         let pdu = match tokio::time::timeout(
             cfg.idle_timeout.min(left),
-            pdu_read(&mut stream, cfg.max_pdu_length),
+            pdu_read(&mut stream, cfg.max_pdu_length, buffers),
         )
         .await
         {
@@ -420,6 +484,7 @@ impl Session<'_> {
                     ));
                 }
                 self.command.extend_from_slice(&pdv.data);
+                self.services.storage.buffers().give(pdv.data);
                 if !pdv.is_last {
                     return Ok(None);
                 }
@@ -438,7 +503,7 @@ impl Session<'_> {
                     ));
                 }
                 if let Ok(incoming) = pending.sink.as_mut() {
-                    if let Err(e) = incoming.write(&pdv.data).await {
+                    if let Err(e) = incoming.write(pdv.data).await {
                         tracing::error!(error = %e, "cannot write incoming data set");
                         pending.sink = Err(Failure {
                             status: status::for_store_error(&e),

@@ -18,7 +18,8 @@ use dicom_dictionary_std::tags;
 use dicom_object::mem::InMemDicomObject;
 use dicom_object::OpenFileOptions;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncWriteExt, BufWriter};
+use std::io::Write;
+use tokio::sync::mpsc;
 
 use crate::config::OnConflict;
 use crate::error::{StoreError, UidError};
@@ -230,13 +231,66 @@ pub struct Storage {
     /// One store at a time per SOP Instance UID, so two associations sending the same instance don't race.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     counter: AtomicU64,
+    buffers: Arc<BufferPool>,
 }
 
-/// A data set being received into a temp file. Dropping it (failure, abort) removes the temp file.
+/// Reusable PDV buffers: the association reads PDV data into one, the temp file writer gives it back.
+#[derive(Default)]
+pub struct BufferPool {
+    free: Mutex<Vec<Vec<u8>>>,
+}
+
+/// At most this many buffers are kept, each of at most `POOL_BUFFER_MAX` bytes (bounded memory).
+const POOL_MAX: usize = 64;
+const POOL_BUFFER_MAX: usize = 1024 * 1024;
+
+impl BufferPool {
+    /// A buffer of exactly `len` bytes (zeroed only where it was never written before).
+    pub fn take(&self, len: usize) -> Vec<u8> {
+        let mut v = self
+            .free
+            .lock()
+            .ok()
+            .and_then(|mut free| free.pop())
+            .unwrap_or_default();
+        v.resize(len, 0);
+        v
+    }
+
+    pub fn give(&self, v: Vec<u8>) {
+        if v.capacity() < 4096 || v.capacity() > POOL_BUFFER_MAX {
+            return;
+        }
+        if let Ok(mut free) = self.free.lock() {
+            if free.len() < POOL_MAX {
+                free.push(v);
+            }
+        }
+    }
+}
+
+/// Fragments of a data set in flight to the writer; bounded so a slow disk slows the sender (TCP
+/// back-pressure) instead of filling memory.
+const CHUNKS_IN_FLIGHT: usize = 8;
+/// The writer's buffer (senders with small PDUs still make large writes).
+const WRITE_BUFFER: usize = 256 * 1024;
+/// Start the kernel's writeback every this many bytes, so the final fsync finds little left to write.
+const WRITEBACK_STEP: u64 = 256 * 1024;
+
+/// What the writer thread returns once the data set is complete: the file, not yet fsynced.
+struct Written {
+    file: fs::File,
+    sha256: String,
+    /// Time spent writing and hashing.
+    busy: Duration,
+}
+
+/// A data set being received into a temp file, by a blocking writer thread that writes and hashes each
+/// fragment while the association reads the next. Dropping it (failure, abort) removes the temp file.
 pub struct Incoming {
-    writer: Option<BufWriter<tokio::fs::File>>,
+    chunks: Option<mpsc::Sender<Vec<u8>>>,
+    writer: Option<tokio::task::JoinHandle<Result<Written, StoreError>>>,
     path: PathBuf,
-    hasher: Sha256,
     size: u64,
     request: StoreRequest,
     keep_file: bool,
@@ -252,19 +306,40 @@ impl Drop for Incoming {
 }
 
 impl Incoming {
-    pub async fn write(&mut self, data: &[u8]) -> Result<(), StoreError> {
-        let w = self.writer.as_mut().ok_or_else(|| StoreError::Io {
+    /// Hand one fragment to the writer. An error is the writer's (create, write) and is final.
+    pub async fn write(&mut self, data: Vec<u8>) -> Result<(), StoreError> {
+        let Some(chunks) = self.chunks.as_ref() else {
+            return Err(StoreError::Io {
+                context: "write temp file",
+                source: std::io::Error::other("already closed"),
+            });
+        };
+        self.size += data.len() as u64;
+        if chunks.send(data).await.is_ok() {
+            return Ok(());
+        }
+        // The writer stopped early: it failed. Its error is the one to report.
+        self.chunks = None;
+        match self.written().await {
+            Err(e) => Err(e),
+            Ok(_) => Err(StoreError::Io {
+                context: "write temp file",
+                source: std::io::Error::other("writer stopped"),
+            }),
+        }
+    }
+
+    /// Close the fragment channel and wait for the writer to finish.
+    async fn written(&mut self) -> Result<Written, StoreError> {
+        self.chunks = None;
+        let writer = self.writer.take().ok_or_else(|| StoreError::Io {
             context: "write temp file",
             source: std::io::Error::other("already closed"),
         })?;
-        let t = Instant::now();
-        w.write_all(data)
-            .await
-            .map_err(StoreError::io("write temp file"))?;
-        self.hasher.update(data);
-        self.size += data.len() as u64;
-        self.phases.write += t.elapsed();
-        Ok(())
+        writer.await.map_err(|e| StoreError::Io {
+            context: "write temp file",
+            source: std::io::Error::other(e),
+        })?
     }
 
     pub fn request(&self) -> &StoreRequest {
@@ -275,6 +350,74 @@ impl Incoming {
     pub fn size(&self) -> u64 {
         self.size
     }
+}
+
+/// The writer thread: create the temp file, write the file meta then each fragment, hash everything,
+/// start writeback as it goes. Stops at the first error (the association sees the channel closed).
+fn temp_write(
+    path: PathBuf,
+    meta: Vec<u8>,
+    mut chunks: mpsc::Receiver<Vec<u8>>,
+    buffers: Arc<BufferPool>,
+) -> Result<Written, StoreError> {
+    let file = fs::File::create(&path).map_err(StoreError::io("create temp file"))?;
+    let started = Instant::now();
+    let mut out = std::io::BufWriter::with_capacity(WRITE_BUFFER, file);
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    let mut writeback_from = 0u64;
+    let mut busy = Duration::ZERO;
+    let mut put = |out: &mut std::io::BufWriter<fs::File>, data: &[u8]| -> Result<(), StoreError> {
+        out.write_all(data).map_err(StoreError::io("write temp file"))?;
+        hasher.update(data);
+        size += data.len() as u64;
+        // What the kernel has (the rest is still in our buffer).
+        let written = size - out.buffer().len() as u64;
+        if written - writeback_from >= WRITEBACK_STEP {
+            writeback_start(out.get_ref(), writeback_from, written - writeback_from);
+            writeback_from = written;
+        }
+        Ok(())
+    };
+    put(&mut out, &meta)?;
+    busy += started.elapsed();
+    while let Some(chunk) = chunks.blocking_recv() {
+        let t = Instant::now();
+        put(&mut out, &chunk)?;
+        buffers.give(chunk);
+        busy += t.elapsed();
+    }
+    let t = Instant::now();
+    let file = out.into_inner().map_err(|e| StoreError::Io {
+        context: "flush temp file",
+        source: e.into_error(),
+    })?;
+    busy += t.elapsed();
+    Ok(Written {
+        file,
+        sha256: hex(&hasher.finalize()),
+        busy,
+    })
+}
+
+/// Ask the kernel to start writing a range of the file out now (Linux `sync_file_range`, no waiting).
+/// Only an early start: durability still comes from the fsync before the rename.
+fn writeback_start(file: &fs::File, offset: u64, len: u64) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a plain syscall on a file descriptor we own; it reads no memory of ours.
+        unsafe {
+            libc::sync_file_range(
+                file.as_raw_fd(),
+                offset as libc::off64_t,
+                len as libc::off64_t,
+                libc::SYNC_FILE_RANGE_WRITE,
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (file, offset, len);
 }
 
 impl Storage {
@@ -318,6 +461,7 @@ impl Storage {
             db,
             locks: Mutex::new(HashMap::new()),
             counter: AtomicU64::new(0),
+            buffers: Arc::new(BufferPool::default()),
         })
     }
 
@@ -329,6 +473,11 @@ impl Storage {
         &self.db
     }
 
+    /// The PDV buffers shared by associations and temp file writers.
+    pub fn buffers(&self) -> &BufferPool {
+        &self.buffers
+    }
+
     /// Whether the storage area accepts writes (health check).
     pub async fn storage_check(&self) -> std::io::Result<()> {
         let probe = self
@@ -338,31 +487,29 @@ impl Storage {
         tokio::fs::remove_file(&probe).await
     }
 
-    /// Open the temp file and write preamble + file meta built from the command.
+    /// Start the writer of a temp file that begins with preamble + file meta built from the command.
     pub async fn store_begin(&self, request: StoreRequest) -> Result<Incoming, StoreError> {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let path = self.incoming.join(format!("{n}.part"));
-        let file = tokio::fs::File::create(&path)
-            .await
-            .map_err(StoreError::io("create temp file"))?;
-        let mut incoming = Incoming {
-            writer: Some(BufWriter::with_capacity(256 * 1024, file)),
+        let meta = file_meta_bytes(
+            &request.sop_class_uid,
+            &request.sop_instance_uid,
+            &request.transfer_syntax_uid,
+            &request.calling_ae,
+        );
+        let (tx, rx) = mpsc::channel(CHUNKS_IN_FLIGHT);
+        let size = meta.len() as u64;
+        let (p, buffers) = (path.clone(), self.buffers.clone());
+        let writer = tokio::task::spawn_blocking(move || temp_write(p, meta, rx, buffers));
+        Ok(Incoming {
+            chunks: Some(tx),
+            writer: Some(writer),
             path,
-            hasher: Sha256::new(),
-            size: 0,
+            size,
             keep_file: false,
             request,
             phases: Phases::default(),
-        };
-        let r = &incoming.request;
-        let meta = file_meta_bytes(
-            &r.sop_class_uid,
-            &r.sop_instance_uid,
-            &r.transfer_syntax_uid,
-            &r.calling_ae,
-        );
-        incoming.write(&meta).await?;
-        Ok(incoming)
+        })
     }
 
     /// Validate, make durable, record the receipt. Success means the file and its row are both durable.
@@ -370,13 +517,15 @@ impl Storage {
         &self,
         mut incoming: Incoming,
     ) -> Result<(StoreOutcome, NewReceipt, Phases), StoreError> {
-        let t = Instant::now();
-        let mut writer = incoming.writer.take().expect("writer present until commit");
-        writer.flush().await.map_err(StoreError::io("flush temp file"))?;
-        let file = writer.into_inner();
-        file.sync_all().await.map_err(StoreError::io("fsync temp file"))?;
-        drop(file);
-        incoming.phases.fsync = t.elapsed();
+        let written = incoming.written().await?;
+        incoming.phases.write = written.busy;
+        let Written { file, sha256, .. } = written;
+        // fsync runs while the data set is parsed and the earlier receipt looked up; nothing is renamed
+        // before it has finished.
+        let fsync = tokio::task::spawn_blocking(move || {
+            let t = Instant::now();
+            file.sync_all().map(|()| t.elapsed())
+        });
 
         let t = Instant::now();
         let temp = incoming.path.clone();
@@ -402,7 +551,6 @@ impl Storage {
             &identity.series_instance_uid,
             &identity.sop_instance_uid,
         )?;
-        let sha256 = hex(&std::mem::take(&mut incoming.hasher).finalize());
         let receipt = NewReceipt {
             sop_instance_uid: identity.sop_instance_uid.clone(),
             sop_class_uid: identity.sop_class_uid.clone(),
@@ -419,26 +567,57 @@ impl Storage {
 
         let lock = self.instance_lock(&receipt.sop_instance_uid);
         let _guard = lock.lock().await;
-        let outcome = self.place(&mut incoming, &receipt).await;
+        let t = Instant::now();
+        let (existing, synced) =
+            tokio::join!(receipt::receipt_find(&self.db, &receipt.sop_instance_uid), fsync);
+        incoming.phases.find = t.elapsed();
+        let outcome = match (existing, synced) {
+            (_, Err(e)) => Err(StoreError::Io {
+                context: "fsync temp file",
+                source: std::io::Error::other(e),
+            }),
+            (_, Ok(Err(e))) => Err(StoreError::Io {
+                context: "fsync temp file",
+                source: e,
+            }),
+            (Err(e), _) => Err(e.into()),
+            (Ok(existing), Ok(Ok(took))) => {
+                incoming.phases.fsync = took;
+                self.place(&mut incoming, &receipt, existing).await
+            }
+        };
         drop(_guard);
         self.instance_unlock(&receipt.sop_instance_uid);
         Ok((outcome?, receipt, incoming.phases))
     }
 
-    async fn place(&self, incoming: &mut Incoming, receipt: &NewReceipt) -> Result<StoreOutcome, StoreError> {
-        let t = Instant::now();
-        let existing = receipt::receipt_find(&self.db, &receipt.sop_instance_uid).await?;
-        incoming.phases.find = t.elapsed();
+    async fn place(
+        &self,
+        incoming: &mut Incoming,
+        receipt: &NewReceipt,
+        existing: Option<receipt::ExistingReceipt>,
+    ) -> Result<StoreOutcome, StoreError> {
         let final_path = self.root.join(&receipt.path);
         let temp = incoming.path.clone();
 
         let Some(existing) = existing else {
             // No receipt: any file at our path is a leftover that was never acknowledged; replace it
             // unless it is this very content.
-            let same = file_sha256(&final_path).await.ok().as_deref() == Some(receipt.sha256.as_str());
             let t = Instant::now();
+            let (from, to, sha) = (temp.clone(), final_path.clone(), receipt.sha256.clone());
+            let same = tokio::task::spawn_blocking(move || {
+                let same = file_has_sha256(&to, &sha);
+                if !same {
+                    rename_into_place(&from, &to)?;
+                }
+                Ok::<_, StoreError>(same)
+            })
+            .await
+            .map_err(|e| StoreError::Io {
+                context: "rename into place",
+                source: std::io::Error::other(e),
+            })??;
             if !same {
-                self.rename_into_place(&temp, &final_path).await?;
                 incoming.keep_file = true;
             }
             incoming.phases.rename = t.elapsed();
@@ -516,30 +695,16 @@ impl Storage {
         }
     }
 
-    /// Create the study/series folders (fsync each parent when a folder is new), rename, fsync the folder.
+    /// Create the study/series folders (fsync each parent when a folder is new), rename, fsync the folder,
+    /// in one trip to the blocking pool.
     async fn rename_into_place(&self, temp: &Path, final_path: &Path) -> Result<(), StoreError> {
-        let series_dir = final_path.parent().expect("relpath has folders").to_path_buf();
-        let study_dir = series_dir.parent().expect("relpath has folders").to_path_buf();
-        for dir in [&study_dir, &series_dir] {
-            match tokio::fs::create_dir(dir).await {
-                Ok(()) => dir_sync(dir.parent().unwrap())
-                    .await
-                    .map_err(StoreError::io("fsync parent folder"))?,
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => {
-                    return Err(StoreError::Io {
-                        context: "create folder",
-                        source: e,
-                    })
-                }
-            }
-        }
-        tokio::fs::rename(temp, final_path)
+        let (temp, final_path) = (temp.to_path_buf(), final_path.to_path_buf());
+        tokio::task::spawn_blocking(move || rename_into_place(&temp, &final_path))
             .await
-            .map_err(StoreError::io("rename into place"))?;
-        dir_sync(&series_dir)
-            .await
-            .map_err(StoreError::io("fsync series folder"))
+            .map_err(|e| StoreError::Io {
+                context: "rename into place",
+                source: std::io::Error::other(e),
+            })?
     }
 
     async fn remove_durably(&self, path: &Path) {
@@ -568,21 +733,47 @@ impl Storage {
     }
 }
 
+fn rename_into_place(temp: &Path, final_path: &Path) -> Result<(), StoreError> {
+    let series_dir = final_path.parent().expect("relpath has folders");
+    let study_dir = series_dir.parent().expect("relpath has folders");
+    for dir in [study_dir, series_dir] {
+        match fs::create_dir(dir) {
+            Ok(()) => fs::File::open(dir.parent().unwrap())
+                .and_then(|d| d.sync_all())
+                .map_err(StoreError::io("fsync parent folder"))?,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                return Err(StoreError::Io {
+                    context: "create folder",
+                    source: e,
+                })
+            }
+        }
+    }
+    fs::rename(temp, final_path).map_err(StoreError::io("rename into place"))?;
+    if let Err(e) = fs::File::open(series_dir).and_then(|d| d.sync_all()) {
+        // Not durable, so not acknowledged: take it back out rather than leave it half-visible.
+        let _ = fs::remove_file(final_path);
+        return Err(StoreError::Io {
+            context: "fsync series folder",
+            source: e,
+        });
+    }
+    Ok(())
+}
+
+/// Whether the file at `path` exists with this SHA-256 (hex).
+fn file_has_sha256(path: &Path, sha256: &str) -> bool {
+    fs::File::open(path)
+        .and_then(|mut f| hash_from(&mut f))
+        .is_ok_and(|h| h == sha256)
+}
+
 async fn dir_sync(dir: &Path) -> std::io::Result<()> {
     let dir = dir.to_path_buf();
     tokio::task::spawn_blocking(move || fs::File::open(&dir)?.sync_all())
         .await
         .map_err(std::io::Error::other)?
-}
-
-async fn file_sha256(path: &Path) -> std::io::Result<String> {
-    let path = path.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        let mut f = fs::File::open(&path)?;
-        hash_from(&mut f)
-    })
-    .await
-    .map_err(std::io::Error::other)?
 }
 
 /// Whether two Part-10 files hold the same data set bytes (their file meta may differ, e.g. the sender's AE).
