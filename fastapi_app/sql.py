@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import asyncpg
@@ -307,3 +307,143 @@ async def audit_record(
         remote_addr[:64],
         json.dumps(dict(detail or {})),
     )
+
+
+# --- DICOMweb QIDO-RS (fastapi_app/dicomweb/qido.py) ------------------------------------------------------------
+# One statement per level. Every filter is optional (`$n IS NULL OR ...`, planned per call with its real values):
+# the study filters are $1..$21 in all three, the series filters $22..$29 in the series and instance statements,
+# the instance filters $30..$32. Exact values and LIKE patterns are separate binds so an exact value can use a
+# b-tree index; patient names go through the same upper(...) trigram index as the REST study list.
+
+_QIDO_STUDY_COLUMNS = """
+    st.study_instance_uid, st.study_date, st.study_time, st.accession_number, st.study_id, st.study_description,
+    st.referring_physician_name, st.institution_name, st.modalities_in_study, st.number_of_series,
+    st.number_of_instances, p.patient_name, p.patient_id, p.birth_date AS patient_birth_date,
+    p.sex AS patient_sex"""
+_QIDO_SERIES_COLUMNS = """
+    se.series_instance_uid, se.modality, se.series_number, se.series_description, se.body_part_examined,
+    se.series_date, se.series_time, se.number_of_instances AS series_number_of_instances"""
+_QIDO_INSTANCE_COLUMNS = """
+    i.sop_instance_uid, i.sop_class_uid, i.instance_number, i.rows, i.columns, i.number_of_frames, i.attrs"""
+
+_QIDO_STUDY_WHERE = """
+        ($1::text[] IS NULL OR st.study_instance_uid = ANY($1))
+    AND ($2::text IS NULL OR upper(p.patient_name) ILIKE $2)
+    AND ($3::text[] IS NULL OR upper(p.patient_name) ~ ALL($3))
+    AND ($4::text IS NULL OR p.patient_id = $4)
+    AND ($5::text IS NULL OR p.patient_id LIKE $5)
+    AND ($6::text IS NULL OR st.accession_number = $6)
+    AND ($7::text IS NULL OR st.accession_number LIKE $7)
+    AND ($8::date IS NULL OR st.study_date >= $8)
+    AND ($9::date IS NULL OR st.study_date <= $9)
+    AND ($10::time IS NULL OR st.study_time >= $10)
+    AND ($11::time IS NULL OR st.study_time <= $11)
+    AND ($12::text[] IS NULL OR string_to_array(st.modalities_in_study, '\\') && $12)
+    AND ($13::text IS NULL OR st.modalities_in_study LIKE $13)
+    AND ($14::text IS NULL OR upper(st.referring_physician_name) ILIKE $14)
+    AND ($15::text[] IS NULL OR upper(st.referring_physician_name) ~ ALL($15))
+    AND ($16::date IS NULL OR p.birth_date >= $16)
+    AND ($17::date IS NULL OR p.birth_date <= $17)
+    AND ($18::text IS NULL OR p.sex = $18)
+    AND ($19::text IS NULL OR st.study_id = $19)
+    AND ($20::text IS NULL OR st.study_id LIKE $20)
+    AND ($21::text IS NULL OR st.study_description LIKE $21)"""
+
+_QIDO_SERIES_WHERE = """
+    AND ($22::text[] IS NULL OR se.series_instance_uid = ANY($22))
+    AND ($23::text IS NULL OR se.modality = $23)
+    AND ($24::text IS NULL OR se.modality LIKE $24)
+    AND ($25::int IS NULL OR se.series_number = $25)
+    AND ($26::text IS NULL OR se.series_description = $26)
+    AND ($27::text IS NULL OR se.series_description LIKE $27)
+    AND ($28::text IS NULL OR se.body_part_examined = $28)
+    AND ($29::text IS NULL OR se.body_part_examined LIKE $29)"""
+
+_QIDO_INSTANCE_WHERE = """
+    AND ($30::text[] IS NULL OR i.sop_instance_uid = ANY($30))
+    AND ($31::text[] IS NULL OR i.sop_class_uid = ANY($31))
+    AND ($32::int IS NULL OR i.instance_number = $32)"""
+
+# The study order is the REST list's default (index study_date_desc).
+QIDO_STUDIES = f"""
+    SELECT {_QIDO_STUDY_COLUMNS}
+    FROM pacs_study st JOIN pacs_patient p ON p.id = st.patient_id
+    WHERE {_QIDO_STUDY_WHERE}
+    ORDER BY st.study_date DESC, st.study_time DESC, st.id DESC
+    LIMIT $22 OFFSET $23"""  # noqa: S608 (constant fragments)
+
+QIDO_SERIES = f"""
+    SELECT {_QIDO_STUDY_COLUMNS}, {_QIDO_SERIES_COLUMNS}
+    FROM pacs_series se JOIN pacs_study st ON st.id = se.study_id JOIN pacs_patient p ON p.id = st.patient_id
+    WHERE {_QIDO_STUDY_WHERE} {_QIDO_SERIES_WHERE}
+    ORDER BY st.study_date DESC, st.study_time DESC, st.id DESC, se.series_number ASC NULLS LAST, se.id ASC
+    LIMIT $30 OFFSET $31"""  # noqa: S608 (constant fragments)
+
+QIDO_INSTANCES = f"""
+    SELECT {_QIDO_STUDY_COLUMNS}, {_QIDO_SERIES_COLUMNS}, {_QIDO_INSTANCE_COLUMNS}
+    FROM pacs_instance i JOIN pacs_series se ON se.id = i.series_id JOIN pacs_study st ON st.id = se.study_id
+         JOIN pacs_patient p ON p.id = st.patient_id
+    WHERE {_QIDO_STUDY_WHERE} {_QIDO_SERIES_WHERE} {_QIDO_INSTANCE_WHERE}
+    ORDER BY st.study_date DESC, st.study_time DESC, st.id DESC, se.series_number ASC NULLS LAST, se.id ASC,
+             i.instance_number ASC NULLS LAST, i.id ASC
+    LIMIT $33 OFFSET $34"""  # noqa: S608 (constant fragments)
+
+
+@dataclass(frozen=True)
+class QidoFilters:
+    """The binds of the QIDO statements, in bind order (field n is $n+1). None means "no condition"."""
+
+    study_uids: list[str] | None = None
+    patient_name_like: str | None = None  # upper-cased ILIKE pattern
+    patient_name_words: list[str] | None = None  # upper-cased regexes, all must match (fuzzy matching)
+    patient_id: str | None = None
+    patient_id_like: str | None = None
+    accession_number: str | None = None
+    accession_number_like: str | None = None
+    study_date_from: dt.date | None = None
+    study_date_to: dt.date | None = None
+    study_time_from: dt.time | None = None
+    study_time_to: dt.time | None = None
+    modalities: list[str] | None = None
+    modalities_like: str | None = None  # narrows by the trigram index when one modality is asked
+    referring_physician_like: str | None = None
+    referring_physician_words: list[str] | None = None
+    birth_date_from: dt.date | None = None
+    birth_date_to: dt.date | None = None
+    patient_sex: str | None = None
+    study_id: str | None = None
+    study_id_like: str | None = None
+    study_description_like: str | None = None
+    # series ($22..$29)
+    series_uids: list[str] | None = None
+    modality: str | None = None
+    modality_like: str | None = None
+    series_number: int | None = None
+    series_description: str | None = None
+    series_description_like: str | None = None
+    body_part_examined: str | None = None
+    body_part_examined_like: str | None = None
+    # instance ($30..$32)
+    sop_instance_uids: list[str] | None = None
+    sop_class_uids: list[str] | None = None
+    instance_number: int | None = None
+
+    def binds(self, count: int) -> tuple[Any, ...]:
+        values = tuple(getattr(self, f.name) for f in fields(self))
+        return values[:count]
+
+
+QIDO_STATEMENTS: dict[str, tuple[str, int]] = {
+    "study": (QIDO_STUDIES, 21),
+    "series": (QIDO_SERIES, 29),
+    "instance": (QIDO_INSTANCES, 32),
+}
+
+
+async def qido_search(
+    pool: asyncpg.Pool, *, level: str, filters: QidoFilters, limit: int, offset: int
+) -> list[dict[str, Any]]:
+    """Rows of one QIDO level ("study", "series", "instance"), as dicts keyed by the column names above."""
+    statement, count = QIDO_STATEMENTS[level]
+    records = await pool.fetch(statement, *filters.binds(count), limit, offset)
+    return [dict(r) for r in records]
