@@ -3,12 +3,14 @@
 //! success only after both are durable, and notifies Django through a signed webhook.
 //!
 //! The data path reads top to bottom: server (accept, limits, shutdown) → association (negotiation,
-//! PDUs) → dimse (command sets) → store (temp file, validation, fsync, rename) → receipt (SQL) → notify
+//! PDUs) → dimse (command sets) → store (temp file, validation, fsync) → durability (rename, folder fsync and receipt INSERT, grouped
+//! across concurrent stores) → receipt (SQL) → notify
 //! (webhook). status maps failures to DICOM statuses; health serves /health and /metrics.
 
 pub mod association;
 pub mod config;
 pub mod dimse;
+pub mod durability;
 pub mod error;
 pub mod health;
 pub mod notify;

@@ -9,7 +9,7 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_postgres::{Client, NoTls};
 
 use crate::error::ReceiptError;
@@ -18,7 +18,8 @@ pub const SOURCE_DIMSE: &str = "dimse";
 
 const FIND_BY_SOP: &str = "SELECT id, path, sha256 FROM pacs_receipt WHERE sop_instance_uid = $1";
 
-/// Group commit: many receipts in one statement (and one WAL flush). Arrays keep the SQL text fixed.
+/// Group commit (durability.rs): many receipts in one statement (and one WAL flush). Arrays keep the SQL
+/// text fixed.
 const INSERT_MANY: &str = "INSERT INTO pacs_receipt (sop_instance_uid, sop_class_uid, study_instance_uid, \
      series_instance_uid, transfer_syntax_uid, path, size_bytes, sha256, calling_ae, called_ae, source, attrs) \
      SELECT t.sop, t.class, t.study, t.series, t.ts, t.path, t.size, t.sha, t.calling, t.called, $12, \
@@ -223,61 +224,6 @@ pub async fn receipts_insert(db: &Db, rows: &[NewReceipt]) -> Result<HashMap<Str
         Ok(inserted.iter().map(|r| (r.get(1), r.get(0))).collect())
     })
     .await
-}
-
-type InsertJob = (NewReceipt, oneshot::Sender<Result<Option<i64>, ReceiptError>>);
-
-/// Group commit of receipt inserts: one task writes whatever stores are waiting, in one statement, while
-/// the previous statement runs. No added latency for a lone store; concurrent stores share a commit.
-/// Each caller still gets its own answer only after the row is committed.
-#[derive(Clone)]
-pub struct ReceiptWriter {
-    tx: mpsc::UnboundedSender<InsertJob>,
-}
-
-pub const GROUP_MAX: usize = 128;
-
-impl ReceiptWriter {
-    /// Start the writer task (inside a tokio runtime).
-    pub fn start(db: Db) -> ReceiptWriter {
-        let (tx, mut rx) = mpsc::unbounded_channel::<InsertJob>();
-        tokio::spawn(async move {
-            while let Some(first) = rx.recv().await {
-                let mut jobs = vec![first];
-                while jobs.len() < GROUP_MAX {
-                    match rx.try_recv() {
-                        Ok(job) => jobs.push(job),
-                        Err(_) => break,
-                    }
-                }
-                let (rows, answers): (Vec<NewReceipt>, Vec<_>) = jobs.into_iter().unzip();
-                match receipts_insert(&db, &rows).await {
-                    Ok(ids) => {
-                        for (row, answer) in rows.iter().zip(answers) {
-                            let _ = answer.send(Ok(ids.get(&row.sop_instance_uid).copied()));
-                        }
-                    }
-                    Err(e) => {
-                        let reason = e.to_string();
-                        for answer in answers {
-                            let _ = answer.send(Err(ReceiptError::Unavailable(reason.clone())));
-                        }
-                    }
-                }
-            }
-        });
-        ReceiptWriter { tx }
-    }
-
-    /// Insert one receipt (grouped with concurrent ones); `None` when its SOP Instance UID already has a row.
-    pub async fn receipt_insert(&self, r: NewReceipt) -> Result<Option<i64>, ReceiptError> {
-        let (answer, rx) = oneshot::channel();
-        self.tx
-            .send((r, answer))
-            .map_err(|_| ReceiptError::Unavailable("receipt writer stopped".into()))?;
-        rx.await
-            .map_err(|_| ReceiptError::Unavailable("receipt writer stopped".into()))?
-    }
 }
 
 /// Insert or replace the receipt of a SOP Instance UID (SCP_ON_CONFLICT=overwrite): indexing starts over.

@@ -22,8 +22,9 @@ use std::io::Write;
 use tokio::sync::mpsc;
 
 use crate::config::OnConflict;
+use crate::durability::{self, Barrier, PlaceRequest};
 use crate::error::{StoreError, UidError};
-use crate::receipt::{self, Db, NewReceipt, ReceiptWriter};
+use crate::receipt::{self, Db, NewReceipt};
 
 pub const MAX_UID_LENGTH: usize = 64;
 pub const INCOMING_DIR: &str = ".incoming";
@@ -70,6 +71,26 @@ pub const ATTR_KEYWORDS: &[&str] = &[
     "ContentDate",
     "ContentTime",
 ];
+
+/// ATTR_KEYWORDS with their tags, looked up once. Lookups by tag return an Option: the by-name and
+/// by-tag accessors of dicom-object build an error with a captured backtrace for every absent
+/// attribute, which costs milliseconds per instance when RUST_BACKTRACE is set.
+fn attr_tags() -> &'static [(&'static str, dicom_core::Tag)] {
+    use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
+    static TAGS: std::sync::OnceLock<Vec<(&'static str, dicom_core::Tag)>> = std::sync::OnceLock::new();
+    TAGS.get_or_init(|| {
+        ATTR_KEYWORDS
+            .iter()
+            .filter_map(|k| {
+                let entry = dicom_dictionary_std::StandardDataDictionary.by_name(k)?;
+                match entry.tag_range() {
+                    dicom_core::dictionary::TagRange::Single(tag) => Some((*k, tag)),
+                    _ => None,
+                }
+            })
+            .collect()
+    })
+}
 
 /// A UID: digits and dots, at most 64 characters, no empty component, no leading zero in a multi-digit
 /// component (PS3.5 9.1). It becomes a path component, so this is also what keeps `../x` out.
@@ -198,10 +219,9 @@ pub struct Phases {
     pub parse: Duration,
     /// Looking up an earlier receipt for the SOP Instance UID.
     pub find: Duration,
-    /// Folders, rename, folder fsync.
-    pub rename: Duration,
-    /// Receipt row committed.
-    pub insert: Duration,
+    /// Folders, rename, folder fsync and receipt row committed (the durability barrier, or the
+    /// overwrite path).
+    pub place: Duration,
 }
 
 impl std::fmt::Display for Phases {
@@ -209,13 +229,12 @@ impl std::fmt::Display for Phases {
         let us = |d: Duration| d.as_micros();
         write!(
             f,
-            "write={}us fsync={}us parse={}us find={}us rename={}us insert={}us",
+            "write={}us fsync={}us parse={}us find={}us place={}us",
             us(self.write),
             us(self.fsync),
             us(self.parse),
             us(self.find),
-            us(self.rename),
-            us(self.insert)
+            us(self.place)
         )
     }
 }
@@ -227,7 +246,7 @@ pub struct Storage {
     _lock: fs::File,
     on_conflict: OnConflict,
     db: Db,
-    writer: ReceiptWriter,
+    barrier: Barrier,
     /// One store at a time per SOP Instance UID, so two associations sending the same instance don't race.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     counter: AtomicU64,
@@ -457,7 +476,7 @@ impl Storage {
             incoming,
             _lock: lock,
             on_conflict,
-            writer: ReceiptWriter::start(db.clone()),
+            barrier: Barrier::start(db.clone()),
             db,
             locks: Mutex::new(HashMap::new()),
             counter: AtomicU64::new(0),
@@ -601,40 +620,25 @@ impl Storage {
         let temp = incoming.path.clone();
 
         let Some(existing) = existing else {
-            // No receipt: any file at our path is a leftover that was never acknowledged; replace it
-            // unless it is this very content.
+            // No receipt: any file at our path is a leftover that was never acknowledged; the barrier
+            // replaces it unless it is this very content, then records the receipt.
             let t = Instant::now();
-            let (from, to, sha) = (temp.clone(), final_path.clone(), receipt.sha256.clone());
-            let same = tokio::task::spawn_blocking(move || {
-                let same = file_has_sha256(&to, &sha);
-                if !same {
-                    rename_into_place(&from, &to)?;
-                }
-                Ok::<_, StoreError>(same)
-            })
-            .await
-            .map_err(|e| StoreError::Io {
-                context: "rename into place",
-                source: std::io::Error::other(e),
-            })??;
-            if !same {
-                incoming.keep_file = true;
-            }
-            incoming.phases.rename = t.elapsed();
-            let t = Instant::now();
-            let inserted = self.writer.receipt_insert(receipt.clone()).await;
-            incoming.phases.insert = t.elapsed();
-            return match inserted {
-                Ok(Some(id)) => Ok(StoreOutcome::Stored { receipt_id: id }),
-                Ok(None) => {
+            let placed = self
+                .barrier
+                .instance_place(PlaceRequest {
+                    temp,
+                    final_path,
+                    receipt: receipt.clone(),
+                })
+                .await;
+            incoming.phases.place = t.elapsed();
+            let placed = placed?;
+            incoming.keep_file = placed.renamed;
+            return match placed.receipt_id {
+                Some(id) => Ok(StoreOutcome::Stored { receipt_id: id }),
+                None => {
                     tracing::warn!(sop = %receipt.sop_instance_uid, "receipt appeared concurrently; keeping it");
                     Ok(StoreOutcome::Duplicate)
-                }
-                Err(e) => {
-                    if !same {
-                        self.remove_durably(&final_path).await;
-                    }
-                    Err(e.into())
                 }
             };
         };
@@ -696,15 +700,26 @@ impl Storage {
     }
 
     /// Create the study/series folders (fsync each parent when a folder is new), rename, fsync the folder,
-    /// in one trip to the blocking pool.
+    /// in one trip to the blocking pool (the overwrite path; new instances go through the barrier).
     async fn rename_into_place(&self, temp: &Path, final_path: &Path) -> Result<(), StoreError> {
-        let (temp, final_path) = (temp.to_path_buf(), final_path.to_path_buf());
-        tokio::task::spawn_blocking(move || rename_into_place(&temp, &final_path))
+        let moves = vec![(temp.to_path_buf(), final_path.to_path_buf(), String::new())];
+        let moved = tokio::task::spawn_blocking(move || durability::files_into_place(&moves).pop())
             .await
             .map_err(|e| StoreError::Io {
                 context: "rename into place",
                 source: std::io::Error::other(e),
-            })?
+            })?;
+        match moved {
+            Some(Ok(_)) => Ok(()),
+            Some(Err(source)) => Err(StoreError::Io {
+                context: "rename into place",
+                source,
+            }),
+            None => Err(StoreError::Io {
+                context: "rename into place",
+                source: std::io::Error::other("nothing moved"),
+            }),
+        }
     }
 
     async fn remove_durably(&self, path: &Path) {
@@ -731,42 +746,6 @@ impl Storage {
             }
         }
     }
-}
-
-fn rename_into_place(temp: &Path, final_path: &Path) -> Result<(), StoreError> {
-    let series_dir = final_path.parent().expect("relpath has folders");
-    let study_dir = series_dir.parent().expect("relpath has folders");
-    for dir in [study_dir, series_dir] {
-        match fs::create_dir(dir) {
-            Ok(()) => fs::File::open(dir.parent().unwrap())
-                .and_then(|d| d.sync_all())
-                .map_err(StoreError::io("fsync parent folder"))?,
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => {
-                return Err(StoreError::Io {
-                    context: "create folder",
-                    source: e,
-                })
-            }
-        }
-    }
-    fs::rename(temp, final_path).map_err(StoreError::io("rename into place"))?;
-    if let Err(e) = fs::File::open(series_dir).and_then(|d| d.sync_all()) {
-        // Not durable, so not acknowledged: take it back out rather than leave it half-visible.
-        let _ = fs::remove_file(final_path);
-        return Err(StoreError::Io {
-            context: "fsync series folder",
-            source: e,
-        });
-    }
-    Ok(())
-}
-
-/// Whether the file at `path` exists with this SHA-256 (hex).
-fn file_has_sha256(path: &Path, sha256: &str) -> bool {
-    fs::File::open(path)
-        .and_then(|mut f| hash_from(&mut f))
-        .is_ok_and(|h| h == sha256)
 }
 
 async fn dir_sync(dir: &Path) -> std::io::Result<()> {
@@ -798,7 +777,7 @@ fn dataset_sha256(path: &Path) -> std::io::Result<String> {
     hash_from(&mut f)
 }
 
-fn hash_from(r: &mut impl Read) -> std::io::Result<String> {
+pub fn hash_from(r: &mut impl Read) -> std::io::Result<String> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -833,8 +812,7 @@ pub fn instance_identity_read(path: &Path) -> Result<InstanceIdentity, StoreErro
 pub fn instance_identity(obj: &InMemDicomObject) -> Result<InstanceIdentity, StoreError> {
     let uid = |tag, keyword: &'static str| -> Result<String, StoreError> {
         let value = obj
-            .element_opt(tag)
-            .map_err(|e| StoreError::Decode(e.to_string()))?
+            .get(tag)
             .and_then(|e| e.value().primitive().map(|p| p.to_str().trim().to_string()))
             .filter(|v| !v.is_empty())
             .ok_or(StoreError::MissingAttribute(keyword))?;
@@ -850,8 +828,8 @@ pub fn instance_identity(obj: &InMemDicomObject) -> Result<InstanceIdentity, Sto
     let study_instance_uid = uid(tags::STUDY_INSTANCE_UID, "StudyInstanceUID")?;
     let series_instance_uid = uid(tags::SERIES_INSTANCE_UID, "SeriesInstanceUID")?;
     let mut attrs = BTreeMap::new();
-    for keyword in ATTR_KEYWORDS {
-        if let Ok(Some(element)) = obj.element_by_name_opt(keyword) {
+    for (keyword, tag) in attr_tags() {
+        if let Some(element) = obj.get(*tag) {
             if let Some(p) = element.value().primitive() {
                 // PostgreSQL's jsonb refuses \u0000, and NUL is padding in DICOM anyway.
                 attrs.insert(keyword.to_string(), p.to_str().trim_end().replace('\0', ""));
@@ -925,6 +903,9 @@ mod tests {
             .map(|v| v.as_str().unwrap())
             .collect();
         assert_eq!(ATTR_KEYWORDS, expected.as_slice());
+        // Each keyword has one tag, so none is dropped from the by-tag lookup.
+        let looked_up: Vec<&str> = attr_tags().iter().map(|(k, _)| *k).collect();
+        assert_eq!(looked_up.as_slice(), ATTR_KEYWORDS);
         assert_eq!(c["table"], "pacs_receipt");
         assert!(c["sources"]
             .as_array()

@@ -1,10 +1,13 @@
-//! receipt.rs against the real table (a database migrated by Django: NOCTIS_TEST_DATABASE_URL), so column
+//! receipt.rs and the durability barrier against the real table (a database migrated by Django: NOCTIS_TEST_DATABASE_URL), so column
 //! drift fails here.
 
 mod common;
 
 use common::{db_url, receipts_for, runtime, unique_uid};
-use dicom_scp_server::receipt::{self, Db, NewReceipt, ReceiptWriter};
+use std::path::{Path, PathBuf};
+
+use dicom_scp_server::durability::{self, Barrier, PlaceRequest};
+use dicom_scp_server::receipt::{self, Db, NewReceipt};
 
 fn new_receipt() -> NewReceipt {
     let (study, series, sop) = (unique_uid(), unique_uid(), unique_uid());
@@ -49,30 +52,91 @@ fn group_insert_writes_new_rows_and_skips_known_uids() {
     assert_eq!(rows[0].attrs["PatientName"], "Doe^J");
 }
 
+/// A temp file holding `body`, and the receipt for it (its path under `root`, its SHA-256).
+fn new_instance(root: &Path, body: &[u8]) -> PlaceRequest {
+    let mut receipt = new_receipt();
+    receipt.sha256 = common::sha256_hex(body);
+    receipt.size_bytes = body.len() as i64;
+    let temp = root.join(format!("{}.part", receipt.sop_instance_uid));
+    std::fs::write(&temp, body).unwrap();
+    PlaceRequest {
+        temp,
+        final_path: root.join(&receipt.path),
+        receipt,
+    }
+}
+
 #[test]
-fn concurrent_writer_inserts_each_get_their_own_id() {
+fn concurrent_barrier_places_each_get_their_own_id_and_file() {
     let db = Db::new(&db_url(), 2).unwrap();
-    let receipts: Vec<NewReceipt> = (0..20).map(|_| new_receipt()).collect();
-    let ids = runtime().block_on(async {
-        let writer = ReceiptWriter::start(db);
-        let tasks: Vec<_> = receipts
-            .iter()
-            .cloned()
+    let root = tempfile::tempdir().unwrap();
+    let requests: Vec<PlaceRequest> = (0..20)
+        .map(|i| new_instance(root.path(), format!("instance {i}").as_bytes()))
+        .collect();
+    let expected: Vec<(String, PathBuf)> = requests
+        .iter()
+        .map(|r| (r.receipt.sop_instance_uid.clone(), r.final_path.clone()))
+        .collect();
+    let placed = runtime().block_on(async {
+        let barrier = Barrier::start(db);
+        let tasks: Vec<_> = requests
+            .into_iter()
             .map(|r| {
-                let w = writer.clone();
-                tokio::spawn(async move { w.receipt_insert(r).await })
+                let b = barrier.clone();
+                tokio::spawn(async move { b.instance_place(r).await })
             })
             .collect();
-        let mut ids = vec![];
+        let mut placed = vec![];
         for t in tasks {
-            ids.push(t.await.unwrap().unwrap().expect("new row"));
+            placed.push(t.await.unwrap().unwrap());
         }
-        // The same UID again: no new row.
-        assert_eq!(writer.receipt_insert(receipts[0].clone()).await.unwrap(), None);
-        ids
+        placed
     });
-    for (r, id) in receipts.iter().zip(&ids) {
-        assert_eq!(receipts_for(&r.sop_instance_uid)[0].id, *id);
+    for ((sop, path), p) in expected.iter().zip(&placed) {
+        assert!(p.renamed);
+        assert_eq!(receipts_for(sop)[0].id, p.receipt_id.expect("new row"));
+        assert!(path.is_file(), "{}", path.display());
+    }
+}
+
+/// One pass whose INSERT fails (one row's attrs are not JSON, so the whole statement fails): every store
+/// of the pass is answered with the error, and none of their files stays.
+#[test]
+fn barrier_pass_whose_insert_fails_fails_every_store_and_leaves_no_file() {
+    let db = Db::new(&db_url(), 2).unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let mut requests: Vec<PlaceRequest> = (0..3)
+        .map(|i| new_instance(root.path(), format!("instance {i}").as_bytes()))
+        .collect();
+    requests[1].receipt.attrs = "not json".into();
+    let finals: Vec<PathBuf> = requests.iter().map(|r| r.final_path.clone()).collect();
+    let sops: Vec<String> = requests
+        .iter()
+        .map(|r| r.receipt.sop_instance_uid.clone())
+        .collect();
+    let answers = runtime().block_on(async {
+        let mut jobs = vec![];
+        let mut answers = vec![];
+        for r in requests {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            jobs.push((r, tx));
+            answers.push(rx);
+        }
+        durability::barrier_pass(&db, jobs).await;
+        let mut out = vec![];
+        for a in answers {
+            out.push(a.await.unwrap());
+        }
+        out
+    });
+    for (answer, (path, sop)) in answers.iter().zip(finals.iter().zip(&sops)) {
+        let e = answer.as_ref().expect_err("the whole pass fails");
+        assert!(
+            e.to_string().contains("jsonb") || e.to_string().contains("json"),
+            "{e}"
+        );
+        assert!(!path.exists(), "no file without its receipt: {}", path.display());
+        assert!(receipts_for(sop).is_empty());
     }
 }
 
