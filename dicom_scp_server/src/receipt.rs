@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::{Client, NoTls, Statement};
 
 use crate::error::ReceiptError;
 
@@ -73,30 +73,72 @@ pub struct ExistingReceipt {
 #[derive(Clone)]
 pub struct Db {
     config: Arc<tokio_postgres::Config>,
-    idle: Arc<Mutex<Vec<Client>>>,
+    idle: Arc<Mutex<Vec<Conn>>>,
     permits: Arc<Semaphore>,
     timeout: Duration,
 }
 
+/// A connection and the statements prepared on it: each statement is parsed once per connection, then
+/// every use is one round trip (Bind/Execute) instead of two (Parse/Describe, then Bind/Execute).
+struct Conn {
+    client: Client,
+    statements: HashMap<&'static str, Statement>,
+}
+
 pub struct PooledClient {
-    client: Option<Client>,
-    idle: Arc<Mutex<Vec<Client>>>,
+    conn: Option<Conn>,
+    idle: Arc<Mutex<Vec<Conn>>>,
     _permit: OwnedSemaphorePermit,
 }
 
 impl std::ops::Deref for PooledClient {
     type Target = Client;
     fn deref(&self) -> &Client {
-        self.client.as_ref().expect("client present until drop")
+        &self.conn.as_ref().expect("connection present until drop").client
+    }
+}
+
+impl PooledClient {
+    /// `sql` prepared on this connection (once).
+    async fn statement(&mut self, sql: &'static str) -> Result<Statement, ReceiptError> {
+        let conn = self.conn.as_mut().expect("connection present until drop");
+        if let Some(s) = conn.statements.get(sql) {
+            return Ok(s.clone());
+        }
+        let s = conn.client.prepare(sql).await?;
+        conn.statements.insert(sql, s.clone());
+        Ok(s)
+    }
+
+    /// Forget prepared statements after an error (say the table changed under them): the next use
+    /// prepares again.
+    fn statements_forget(&mut self) {
+        if let Some(conn) = self.conn.as_mut() {
+            conn.statements.clear();
+        }
+    }
+
+    /// Run a prepared statement; an error forgets this connection's statements.
+    async fn query_prepared(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, ReceiptError> {
+        let statement = self.statement(sql).await?;
+        let result = self.query(&statement, params).await;
+        if result.is_err() {
+            self.statements_forget();
+        }
+        Ok(result?)
     }
 }
 
 impl Drop for PooledClient {
     fn drop(&mut self) {
-        if let Some(client) = self.client.take() {
-            if !client.is_closed() {
+        if let Some(conn) = self.conn.take() {
+            if !conn.client.is_closed() {
                 if let Ok(mut idle) = self.idle.lock() {
-                    idle.push(client);
+                    idle.push(conn);
                 }
             }
         }
@@ -130,14 +172,14 @@ impl Db {
                 .map_err(|e| ReceiptError::Unavailable(e.to_string()))?;
             let mut found = None;
             while let Some(c) = idle.pop() {
-                if !c.is_closed() {
+                if !c.client.is_closed() {
                     found = Some(c);
                     break;
                 }
             }
             found
         };
-        let client = match reused {
+        let conn = match reused {
             Some(c) => c,
             None => {
                 let (client, connection) = self
@@ -150,11 +192,14 @@ impl Db {
                         tracing::debug!(error = %e, "database connection ended");
                     }
                 });
-                client
+                Conn {
+                    client,
+                    statements: HashMap::new(),
+                }
             }
         };
         Ok(PooledClient {
-            client: Some(client),
+            conn: Some(conn),
             idle: self.idle.clone(),
             _permit: permit,
         })
@@ -172,9 +217,9 @@ impl Db {
 
 pub async fn receipt_find(db: &Db, sop_instance_uid: &str) -> Result<Option<ExistingReceipt>, ReceiptError> {
     db.timed(async {
-        let client = db.get().await?;
-        let row = client.query_opt(FIND_BY_SOP, &[&sop_instance_uid]).await?;
-        Ok(row.map(|r| ExistingReceipt {
+        let mut client = db.get().await?;
+        let rows = client.query_prepared(FIND_BY_SOP, &[&sop_instance_uid]).await?;
+        Ok(rows.into_iter().next().map(|r| ExistingReceipt {
             id: r.get(0),
             path: r.get(1),
             sha256: r.get(2),
@@ -201,9 +246,9 @@ pub async fn receipts_insert(db: &Db, rows: &[NewReceipt]) -> Result<HashMap<Str
     let called = col(rows, |r| &r.called_ae);
     let attrs = col(rows, |r| &r.attrs);
     db.timed(async {
-        let client = db.get().await?;
+        let mut client = db.get().await?;
         let inserted = client
-            .query(
+            .query_prepared(
                 INSERT_MANY,
                 &[
                     &sop,
@@ -229,8 +274,11 @@ pub async fn receipts_insert(db: &Db, rows: &[NewReceipt]) -> Result<HashMap<Str
 /// Insert or replace the receipt of a SOP Instance UID (SCP_ON_CONFLICT=overwrite): indexing starts over.
 pub async fn receipt_upsert(db: &Db, r: &NewReceipt) -> Result<i64, ReceiptError> {
     db.timed(async {
-        let client = db.get().await?;
-        let row = client.query_one(UPSERT, &params(r)).await?;
+        let mut client = db.get().await?;
+        let rows = client.query_prepared(UPSERT, &params(r)).await?;
+        let row = rows
+            .first()
+            .ok_or_else(|| ReceiptError::Unavailable("upsert returned no row".into()))?;
         Ok(row.get(0))
     })
     .await
