@@ -447,3 +447,35 @@ async def qido_search(
     statement, count = QIDO_STATEMENTS[level]
     records = await pool.fetch(statement, *filters.binds(count), limit, offset)
     return [dict(r) for r in records]
+
+
+# --- DICOMweb WADO-RS (fastapi_app/dicomweb/wado.py) ------------------------------------------------------------
+
+WADO_INSTANCES = """
+    SELECT st.study_instance_uid, se.series_instance_uid, i.sop_instance_uid, i.path, i.transfer_syntax_uid,
+           i.size_bytes, i.sha256, i.number_of_frames
+    FROM pacs_study st JOIN pacs_series se ON se.study_id = st.id JOIN pacs_instance i ON i.series_id = se.id
+    WHERE st.study_instance_uid = $1
+      AND ($2::text IS NULL OR se.series_instance_uid = $2)
+      AND ($3::text IS NULL OR i.sop_instance_uid = $3)
+    ORDER BY se.series_number ASC NULLS LAST, se.id ASC, i.instance_number ASC NULLS LAST, i.id ASC"""
+
+
+@dataclass(frozen=True)
+class StoredInstance:
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_instance_uid: str
+    path: str  # relative to STORAGE_ROOT
+    transfer_syntax_uid: str
+    size_bytes: int
+    sha256: str
+    number_of_frames: int | None
+
+
+async def instances_for_retrieve(
+    pool: asyncpg.Pool, *, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
+) -> list[StoredInstance]:
+    """The stored files of a study, or of one of its series, or one instance, in series and instance order."""
+    records = await pool.fetch(WADO_INSTANCES, study_uid, series_uid, sop_uid)
+    return [StoredInstance(**dict(r)) for r in records]

@@ -1,7 +1,9 @@
-"""DICOMweb (PS3.18) under /api/v1/dicomweb: QIDO-RS searches.
+"""DICOMweb (PS3.18) under /api/v1/dicomweb: QIDO-RS searches and WADO-RS retrievals.
 
-Thin adapters over fastapi_app.dicomweb (qido: matching and DICOM JSON; media: Accept). Every route needs the
-same login as the rest of /api/v1.
+Thin adapters over fastapi_app.dicomweb (qido: matching and DICOM JSON; wado: files, metadata, frames, bulk
+data; media: Accept and multipart). Every route needs the same login as the rest of /api/v1. Retrieving a
+whole study or series (files or metadata) writes an audit row; instance-level requests do not (a viewer makes
+one per image), and carry the file's sha256 as ETag instead, so a client can revalidate with If-None-Match.
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from fastapi_app import schemas, sql
-from fastapi_app.deps import CurrentUser, PoolDep
-from fastapi_app.dicomweb import media, qido
+from fastapi_app.deps import CurrentUser, PoolDep, SettingsDep, remote_addr
+from fastapi_app.dicomweb import media, qido, wado
 from fastapi_app.errors import InvalidRequestError
 from noctis_pro.contracts.uids import uid_problem
 
@@ -28,7 +32,12 @@ router = APIRouter(
         406: {"model": schemas.ErrorOut},
     },
 )
+INSTANCE_CACHE_CONTROL = "private, no-cache"  # revalidate with the ETag: an overwrite (SCP_ON_CONFLICT) is possible
 _JSON_RESPONSE: dict[int | str, dict[str, Any]] = {200: {"content": {media.DICOM_JSON: {}}}}
+_MULTIPART_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"multipart/related": {}}},
+    404: {"model": schemas.ErrorOut},
+}
 
 
 def _uid(name: str, value: str) -> str:
@@ -42,6 +51,10 @@ def _base(request: Request) -> str:
     """The absolute DICOMweb root as the client reached it, for RetrieveURL and BulkDataURI."""
     url = str(request.url.replace(query=""))
     return url[: url.index(PREFIX + "/") + len(PREFIX)]
+
+
+async def _audit(pool: sql.asyncpg.Pool, request: Request, user: CurrentUser, **what: Any) -> None:
+    await sql.audit_record(pool, user_id=user.id, username=user.username, remote_addr=remote_addr(request), **what)
 
 
 # --- QIDO-RS -----------------------------------------------------------------------------------------------------
@@ -117,3 +130,208 @@ async def series_instances_search(
         "SeriesInstanceUID": [_uid("SeriesInstanceUID", series)],
     }
     return await _search(request, pool, levels=("instance",), fixed=fixed)
+
+
+# --- WADO-RS -----------------------------------------------------------------------------------------------------
+
+
+async def _stored(
+    pool: sql.asyncpg.Pool, study: str, series: str | None = None, instance: str | None = None
+) -> list[sql.StoredInstance]:
+    found = await sql.instances_for_retrieve(
+        pool,
+        study_uid=_uid("StudyInstanceUID", study),
+        series_uid=None if series is None else _uid("SeriesInstanceUID", series),
+        sop_uid=None if instance is None else _uid("SOPInstanceUID", instance),
+    )
+    if not found:
+        what = "instance" if instance else "series" if series else "study"
+        raise media.UnknownResourceError(f"no {what} {instance or series or study}")
+    return found
+
+
+def _not_modified(request: Request, stored: sql.StoredInstance) -> Response | None:
+    etag = f'"{stored.sha256}"'
+    candidates = [c.strip() for c in request.headers.get("if-none-match", "").split(",")]
+    if etag in candidates or "*" in candidates:
+        return Response(status_code=304, headers=_instance_headers(stored))
+    return None
+
+
+def _instance_headers(stored: sql.StoredInstance) -> dict[str, str]:
+    return {"ETag": f'"{stored.sha256}"', "Cache-Control": INSTANCE_CACHE_CONTROL}
+
+
+def _files_response(
+    request: Request, settings: Any, stored: list[sql.StoredInstance], headers: dict[str, str] | None = None
+) -> Response:
+    media.multipart_accepted(
+        request.headers.get("accept"), part_type=media.DICOM, transfer_syntaxes=(s.transfer_syntax_uid for s in stored)
+    )
+    parts = wado.file_parts(settings.storage_root, stored, base=_base(request))
+    boundary = media.boundary_new()
+    length = media.multipart_files_length(parts, boundary)
+    return StreamingResponse(
+        media.multipart_files(parts, boundary),
+        media_type=media.multipart_content_type(media.DICOM, boundary),
+        headers={"Content-Length": str(length), **(headers or {})},
+    )
+
+
+def _metadata_response(
+    request: Request, settings: Any, stored: list[sql.StoredInstance], headers: dict[str, str] | None = None
+) -> Response:
+    media.json_accepted(request.headers.get("accept"))
+    body = wado.metadata_stream(settings.storage_root, stored, base=_base(request))
+    return StreamingResponse(body, media_type=media.DICOM_JSON, headers=headers)
+
+
+@router.get("/studies/{study}", responses=_MULTIPART_RESPONSE, summary="WADO-RS: a study's files, as stored")
+async def study_retrieve(
+    study: str, request: Request, pool: PoolDep, user: CurrentUser, settings: SettingsDep
+) -> Response:
+    stored = await _stored(pool, study)
+    response = _files_response(request, settings, stored)
+    await _audit(pool, request, user, action="study.retrieve", object_type="study", object_id=study)
+    return response
+
+
+@router.get(
+    "/studies/{study}/series/{series}", responses=_MULTIPART_RESPONSE, summary="WADO-RS: a series' files, as stored"
+)
+async def series_retrieve(
+    study: str, series: str, request: Request, pool: PoolDep, user: CurrentUser, settings: SettingsDep
+) -> Response:
+    stored = await _stored(pool, study, series)
+    response = _files_response(request, settings, stored)
+    await _audit(
+        pool,
+        request,
+        user,
+        action="series.retrieve",
+        object_type="series",
+        object_id=series,
+        detail={"study_instance_uid": study},
+    )
+    return response
+
+
+@router.get(
+    "/studies/{study}/series/{series}/instances/{instance}",
+    responses=_MULTIPART_RESPONSE,
+    summary="WADO-RS: one instance's file, as stored",
+)
+async def instance_retrieve(
+    study: str, series: str, instance: str, request: Request, pool: PoolDep, user: CurrentUser, settings: SettingsDep
+) -> Response:
+    stored = await _stored(pool, study, series, instance)
+    media.multipart_accepted(
+        request.headers.get("accept"), part_type=media.DICOM, transfer_syntaxes=[stored[0].transfer_syntax_uid]
+    )
+    return _not_modified(request, stored[0]) or _files_response(request, settings, stored, _instance_headers(stored[0]))
+
+
+@router.get("/studies/{study}/metadata", responses=_JSON_RESPONSE, summary="WADO-RS: a study's metadata")
+async def study_metadata(
+    study: str, request: Request, pool: PoolDep, user: CurrentUser, settings: SettingsDep
+) -> Response:
+    stored = await _stored(pool, study)
+    response = _metadata_response(request, settings, stored)
+    await _audit(pool, request, user, action="study.metadata", object_type="study", object_id=study)
+    return response
+
+
+@router.get(
+    "/studies/{study}/series/{series}/metadata", responses=_JSON_RESPONSE, summary="WADO-RS: a series' metadata"
+)
+async def series_metadata(
+    study: str, series: str, request: Request, pool: PoolDep, user: CurrentUser, settings: SettingsDep
+) -> Response:
+    stored = await _stored(pool, study, series)
+    response = _metadata_response(request, settings, stored)
+    await _audit(
+        pool,
+        request,
+        user,
+        action="series.metadata",
+        object_type="series",
+        object_id=series,
+        detail={"study_instance_uid": study},
+    )
+    return response
+
+
+@router.get(
+    "/studies/{study}/series/{series}/instances/{instance}/metadata",
+    responses=_JSON_RESPONSE,
+    summary="WADO-RS: one instance's metadata",
+)
+async def instance_metadata(
+    study: str, series: str, instance: str, request: Request, pool: PoolDep, user: CurrentUser, settings: SettingsDep
+) -> Response:
+    stored = await _stored(pool, study, series, instance)
+    media.json_accepted(request.headers.get("accept"))
+    return _not_modified(request, stored[0]) or _metadata_response(
+        request, settings, stored, _instance_headers(stored[0])
+    )
+
+
+@router.get(
+    "/studies/{study}/series/{series}/instances/{instance}/frames/{frames}",
+    responses=_MULTIPART_RESPONSE,
+    summary="WADO-RS: frames, uncompressed (1-based list: 1,3,5)",
+)
+async def instance_frames(
+    study: str,
+    series: str,
+    instance: str,
+    frames: str,
+    request: Request,
+    pool: PoolDep,
+    user: CurrentUser,
+    settings: SettingsDep,
+) -> Response:
+    stored = (await _stored(pool, study, series, instance))[0]
+    count = stored.number_of_frames or 1
+    numbers = wado.frame_numbers_parse(frames, number_of_frames=count)
+    media.multipart_accepted(
+        request.headers.get("accept"), part_type=media.OCTET_STREAM, transfer_syntaxes=[media.EXPLICIT_VR_LITTLE_ENDIAN]
+    )
+    if (not_modified := _not_modified(request, stored)) is not None:
+        return not_modified
+    path = wado.stored_path(settings.storage_root, stored)
+    pixels = await run_in_threadpool(wado.frames_decode, path, numbers, number_of_frames=count)
+    boundary = media.boundary_new()
+    body = media.multipart_bytes([(media.OCTET_STREAM, frame) for frame in pixels], boundary)
+    content_type = media.multipart_content_type(media.OCTET_STREAM, boundary, media.EXPLICIT_VR_LITTLE_ENDIAN)
+    return Response(body, media_type=content_type, headers=_instance_headers(stored))
+
+
+@router.get(
+    "/studies/{study}/series/{series}/instances/{instance}/bulkdata/{tag_path:path}",
+    responses=_MULTIPART_RESPONSE,
+    summary="WADO-RS: a bulk value named by a metadata BulkDataURI (pixel data uncompressed)",
+)
+async def instance_bulkdata(
+    study: str,
+    series: str,
+    instance: str,
+    tag_path: str,
+    request: Request,
+    pool: PoolDep,
+    user: CurrentUser,
+    settings: SettingsDep,
+) -> Response:
+    stored = (await _stored(pool, study, series, instance))[0]
+    steps = wado.tag_path_parse(tag_path)
+    media.multipart_accepted(
+        request.headers.get("accept"), part_type=media.OCTET_STREAM, transfer_syntaxes=[media.EXPLICIT_VR_LITTLE_ENDIAN]
+    )
+    if (not_modified := _not_modified(request, stored)) is not None:
+        return not_modified
+    path = wado.stored_path(settings.storage_root, stored)
+    value = await run_in_threadpool(wado.bulkdata_read, path, steps, number_of_frames=stored.number_of_frames or 1)
+    boundary = media.boundary_new()
+    body = media.multipart_bytes([(media.OCTET_STREAM, value)], boundary)
+    content_type = media.multipart_content_type(media.OCTET_STREAM, boundary)
+    return Response(body, media_type=content_type, headers=_instance_headers(stored))
