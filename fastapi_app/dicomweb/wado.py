@@ -20,7 +20,13 @@ from pydicom.uid import UID
 
 from fastapi_app import sql
 from fastapi_app.dicomweb.json_model import element_at, instance_metadata
-from fastapi_app.dicomweb.media import DICOM, FilePart, StoredFileMissingError, UnknownResourceError
+from fastapi_app.dicomweb.media import (
+    DICOM,
+    FilePart,
+    NotAcceptableError,
+    StoredFileMissingError,
+    UnknownResourceError,
+)
 from fastapi_app.errors import InvalidRequestError
 
 logger = logging.getLogger(__name__)
@@ -117,7 +123,16 @@ def frames_decode(path: Path, numbers: Sequence[int], *, number_of_frames: int) 
     """The frames' pixel data as pydicom decodes it (little endian, samples interleaved), one frame at a time."""
     frames = []
     for number in numbers:
-        array: np.ndarray = pixel_array(str(path), index=number - 1 if number_of_frames > 1 else None)
+        try:
+            array: np.ndarray = pixel_array(str(path), index=number - 1 if number_of_frames > 1 else None)
+        except AttributeError:
+            raise UnknownResourceError(f"instance {path.stem} has no pixel data") from None
+        except (RuntimeError, NotImplementedError, ValueError) as exc:
+            # No decoder for its transfer syntax, or data the decoder refuses: the file itself is still served.
+            logger.warning("instance %s: frame %d cannot be decoded: %s", path.stem, number, exc)
+            raise NotAcceptableError(
+                f"the frames of instance {path.stem} cannot be decoded here; retrieve the instance as stored"
+            ) from None
         frames.append(np.ascontiguousarray(array).tobytes())
     return frames
 

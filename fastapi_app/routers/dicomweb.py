@@ -162,13 +162,13 @@ def _instance_headers(stored: sql.StoredInstance) -> dict[str, str]:
     return {"ETag": f'"{stored.sha256}"', "Cache-Control": INSTANCE_CACHE_CONTROL}
 
 
-def _files_response(
+async def _files_response(
     request: Request, settings: Any, stored: list[sql.StoredInstance], headers: dict[str, str] | None = None
 ) -> Response:
     media.multipart_accepted(
         request.headers.get("accept"), part_type=media.DICOM, transfer_syntaxes=(s.transfer_syntax_uid for s in stored)
     )
-    parts = wado.file_parts(settings.storage_root, stored, base=_base(request))
+    parts = await run_in_threadpool(wado.file_parts, settings.storage_root, stored, base=_base(request))
     boundary = media.boundary_new()
     length = media.multipart_files_length(parts, boundary)
     return StreamingResponse(
@@ -191,7 +191,7 @@ async def study_retrieve(
     study: str, request: Request, pool: PoolDep, user: CurrentUser, settings: SettingsDep
 ) -> Response:
     stored = await _stored(pool, study)
-    response = _files_response(request, settings, stored)
+    response = await _files_response(request, settings, stored)
     await _audit(pool, request, user, action="study.retrieve", object_type="study", object_id=study)
     return response
 
@@ -203,7 +203,7 @@ async def series_retrieve(
     study: str, series: str, request: Request, pool: PoolDep, user: CurrentUser, settings: SettingsDep
 ) -> Response:
     stored = await _stored(pool, study, series)
-    response = _files_response(request, settings, stored)
+    response = await _files_response(request, settings, stored)
     await _audit(
         pool,
         request,
@@ -228,7 +228,9 @@ async def instance_retrieve(
     media.multipart_accepted(
         request.headers.get("accept"), part_type=media.DICOM, transfer_syntaxes=[stored[0].transfer_syntax_uid]
     )
-    return _not_modified(request, stored[0]) or _files_response(request, settings, stored, _instance_headers(stored[0]))
+    return _not_modified(request, stored[0]) or await _files_response(
+        request, settings, stored, _instance_headers(stored[0])
+    )
 
 
 @router.get("/studies/{study}/metadata", responses=_JSON_RESPONSE, summary="WADO-RS: a study's metadata")

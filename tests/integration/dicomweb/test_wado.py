@@ -14,7 +14,8 @@ import pytest
 import requests
 from dicomweb_client.api import DICOMwebClient
 from pydicom.dataset import Dataset
-from pydicom.uid import RLELossless, generate_uid
+from pydicom.encaps import encapsulate
+from pydicom.uid import JPEGLSLossless, RLELossless, generate_uid
 
 from noctis_pro.core.models import AuditEvent
 from tests.conftest import make_dataset
@@ -272,3 +273,23 @@ def test_every_route_needs_authentication(anonymous: httpx.Client, study: list[S
         assert response.status_code == 401, path
         assert response.headers["www-authenticate"] == "Bearer"
     assert anonymous.get("/studies", headers={"Authorization": "Bearer wrong"}).status_code == 401
+
+
+def test_frames_of_an_instance_without_pixels_are_404(http: httpx.Client, store: StoreFn) -> None:
+    ds = make_dataset()
+    del ds.PixelData
+    s, se, i = store(ds).uids
+    response = http.get(f"/studies/{s}/series/{se}/instances/{i}/frames/1")
+    assert response.status_code == 404
+    assert "no pixel data" in response.json()["detail"]
+
+
+def test_frames_that_cannot_be_decoded_are_406_while_the_file_is_served(http: httpx.Client, store: StoreFn) -> None:
+    ds = make_dataset(transfer_syntax=JPEGLSLossless)
+    ds.PixelData = encapsulate([b"\xff\xd8 not really JPEG-LS \xff\xd9"])
+    broken = store(ds)
+    s, se, i = broken.uids
+    response = http.get(f"/studies/{s}/series/{se}/instances/{i}/frames/1")
+    assert response.status_code == 406
+    assert "retrieve the instance as stored" in response.json()["detail"]
+    assert http.get(f"/studies/{s}/series/{se}/instances/{i}").status_code == 200
