@@ -453,7 +453,7 @@ async def qido_search(
 
 WADO_INSTANCES = """
     SELECT st.study_instance_uid, se.series_instance_uid, i.sop_instance_uid, i.path, i.transfer_syntax_uid,
-           i.size_bytes, i.sha256, i.number_of_frames
+           i.size_bytes, i.sha256, i.number_of_frames, i.rows
     FROM pacs_study st JOIN pacs_series se ON se.study_id = st.id JOIN pacs_instance i ON i.series_id = se.id
     WHERE st.study_instance_uid = $1
       AND ($2::text IS NULL OR se.series_instance_uid = $2)
@@ -471,6 +471,7 @@ class StoredInstance:
     size_bytes: int
     sha256: str
     number_of_frames: int | None
+    rows: int | None  # None: no image (a report, a presentation state)
 
 
 async def instances_for_retrieve(

@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from fastapi_app import schemas, sql
 from fastapi_app.deps import CurrentUser, PoolDep, SettingsDep, remote_addr
-from fastapi_app.dicomweb import media, qido, wado
+from fastapi_app.dicomweb import media, qido, rendered, wado
 from fastapi_app.errors import InvalidRequestError
 from noctis_pro.contracts.uids import uid_problem
 
@@ -337,3 +337,140 @@ async def instance_bulkdata(
     body = media.multipart_bytes([(media.OCTET_STREAM, value)], boundary)
     content_type = media.multipart_content_type(media.OCTET_STREAM, boundary)
     return Response(body, media_type=content_type, headers=_instance_headers(stored))
+
+
+# --- WADO-RS rendered and thumbnails -------------------------------------------------------------------------------
+
+
+async def _render(
+    request: Request, settings: Any, stored: sql.StoredInstance, *, frames: str | None, thumbnail: bool
+) -> Response:
+    count = stored.number_of_frames or 1
+    numbers = wado.frame_numbers_parse(frames, number_of_frames=count) if frames is not None else [1]
+    if len(numbers) != 1:
+        raise InvalidRequestError(f"frame list {frames!r}: a rendered frame is one frame number")
+    params = request.query_params
+    render_request = rendered.render_request_parse(
+        accept=request.headers.get("accept"),
+        window=params.get("window"),
+        viewport=params.get("viewport"),
+        quality=params.get("quality"),
+        thumbnail=thumbnail,
+    )
+    path = wado.stored_path(settings.storage_root, stored)
+    image = await run_in_threadpool(
+        rendered.frame_render, path, frame=numbers[0], number_of_frames=count, request=render_request
+    )
+    return Response(image, media_type=render_request.media_type, headers={"Vary": "Accept"})
+
+
+def _representative(stored: list[sql.StoredInstance]) -> sql.StoredInstance:
+    """The middle image of the first series that has images: what a thumbnail of a series or study shows."""
+    images = [s for s in stored if s.rows]
+    if not images:
+        raise media.UnknownResourceError("no image to show: the instances have no pixel data")
+    first_series = [s for s in images if s.series_instance_uid == images[0].series_instance_uid]
+    return first_series[len(first_series) // 2]
+
+
+_IMAGE_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {"content": {rendered.JPEG: {}, rendered.PNG: {}}},
+    404: {"model": schemas.ErrorOut},
+}
+_RENDER_DOC = (
+    "Query: window=center,width[,linear|linear-exact|sigmoid], viewport=vw,vh[,sx,sy,sw,sh], quality=1..100;"
+    " Accept image/jpeg (default) or image/png."
+)
+_INSTANCE = "/studies/{study}/series/{series}/instances/{instance}"
+
+
+@router.get(
+    f"{_INSTANCE}/rendered",
+    responses=_IMAGE_RESPONSE,
+    description=_RENDER_DOC,
+    summary="WADO-RS: an instance rendered (frame 1)",
+)
+async def instance_rendered(
+    study: str, series: str, instance: str, request: Request, pool: PoolDep, user: CurrentUser, settings: SettingsDep
+) -> Response:
+    stored = (await _stored(pool, study, series, instance))[0]
+    return await _render(request, settings, stored, frames=None, thumbnail=False)
+
+
+@router.get(
+    f"{_INSTANCE}/frames/{{frames}}/rendered",
+    responses=_IMAGE_RESPONSE,
+    description=_RENDER_DOC,
+    summary="WADO-RS: a frame rendered",
+)
+async def frame_rendered(
+    study: str,
+    series: str,
+    instance: str,
+    frames: str,
+    request: Request,
+    pool: PoolDep,
+    user: CurrentUser,
+    settings: SettingsDep,
+) -> Response:
+    stored = (await _stored(pool, study, series, instance))[0]
+    return await _render(request, settings, stored, frames=frames, thumbnail=False)
+
+
+@router.get(
+    f"{_INSTANCE}/thumbnail",
+    responses=_IMAGE_RESPONSE,
+    description=_RENDER_DOC,
+    summary="WADO-RS: an instance's thumbnail",
+)
+async def instance_thumbnail(
+    study: str, series: str, instance: str, request: Request, pool: PoolDep, user: CurrentUser, settings: SettingsDep
+) -> Response:
+    stored = (await _stored(pool, study, series, instance))[0]
+    return await _render(request, settings, stored, frames=None, thumbnail=True)
+
+
+@router.get(
+    f"{_INSTANCE}/frames/{{frames}}/thumbnail",
+    responses=_IMAGE_RESPONSE,
+    description=_RENDER_DOC,
+    summary="WADO-RS: a frame's thumbnail",
+)
+async def frame_thumbnail(
+    study: str,
+    series: str,
+    instance: str,
+    frames: str,
+    request: Request,
+    pool: PoolDep,
+    user: CurrentUser,
+    settings: SettingsDep,
+) -> Response:
+    stored = (await _stored(pool, study, series, instance))[0]
+    return await _render(request, settings, stored, frames=frames, thumbnail=True)
+
+
+@router.get(
+    "/studies/{study}/series/{series}/thumbnail",
+    responses=_IMAGE_RESPONSE,
+    description=_RENDER_DOC,
+    summary="WADO-RS: a series' thumbnail",
+)
+async def series_thumbnail(
+    study: str, series: str, request: Request, pool: PoolDep, user: CurrentUser, settings: SettingsDep
+) -> Response:
+    stored = _representative(await _stored(pool, study, series))
+    return await _render(request, settings, stored, frames=None, thumbnail=True)
+
+
+@router.get(
+    "/studies/{study}/thumbnail",
+    responses=_IMAGE_RESPONSE,
+    description=_RENDER_DOC,
+    summary="WADO-RS: a study's thumbnail",
+)
+async def study_thumbnail(
+    study: str, request: Request, pool: PoolDep, user: CurrentUser, settings: SettingsDep
+) -> Response:
+    stored = _representative(await _stored(pool, study))
+    return await _render(request, settings, stored, frames=None, thumbnail=True)
