@@ -13,7 +13,7 @@ use dicom_ul::pdu::{
     PresentationContextResult, PresentationContextResultReason, UserVariableItem,
 };
 use dicom_ul::Pdu;
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 use crate::config::Config;
@@ -194,13 +194,13 @@ const MAX_CONTROL_PDU: u32 = 1024 * 1024;
 /// How much of the socket we read at once: PDU and PDV headers come out of this buffer, while PDV
 /// data larger than it is read straight into its own buffer (one copy, kernel to the buffer that the
 /// temp file writer takes).
-const READ_BUFFER: usize = 64 * 1024;
+const READ_BUFFER: usize = 16 * 1024;
 
 /// The connection: reads buffered, writes unbuffered (each response PDU goes out at once).
 type Stream = BufReader<TcpStream>;
 
-async fn pdu_read(
-    stream: &mut Stream,
+async fn pdu_read<S: AsyncRead + Unpin>(
+    stream: &mut S,
     max_pdu_length: u32,
     buffers: &BufferPool,
 ) -> Result<Pdu, AssociationError> {
@@ -237,7 +237,11 @@ async fn pdu_read(
 
 /// The items of a P-DATA-TF PDU of `len` bytes (PS3.8 9.3.5), each PDV's data read into a pooled
 /// buffer, with the checks dicom-ul's reader makes (item length at least 2, items fill the PDU).
-async fn pdata_read(stream: &mut Stream, len: u32, buffers: &BufferPool) -> Result<Pdu, AssociationError> {
+async fn pdata_read<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    len: u32,
+    buffers: &BufferPool,
+) -> Result<Pdu, AssociationError> {
     let mut left = len as usize;
     let mut data = Vec::with_capacity(1);
     while left > 0 {
@@ -727,6 +731,54 @@ mod tests {
             allowed_calling: allowed.iter().map(|s| s.to_string()).collect(),
             max_pdu_length: 65536,
         }
+    }
+
+    /// A P-DATA-TF PDU with these `(pcid, header, data)` items.
+    fn pdata(items: &[(u8, u8, &[u8])]) -> Vec<u8> {
+        let mut body = vec![];
+        for (pcid, header, data) in items {
+            body.extend_from_slice(&((data.len() + 2) as u32).to_be_bytes());
+            body.extend_from_slice(&[*pcid, *header]);
+            body.extend_from_slice(data);
+        }
+        let mut pdu = vec![0x04, 0];
+        pdu.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        pdu.extend_from_slice(&body);
+        pdu
+    }
+
+    fn read(bytes: &[u8]) -> Result<Pdu, AssociationError> {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(pdu_read(&mut &bytes[..], 1 << 20, &BufferPool::default()))
+    }
+
+    #[test]
+    fn pdata_items_are_read_like_dicom_ul_reads_them() {
+        let big = vec![7u8; 100_000];
+        let bytes = pdata(&[(1, 0x03, b"cmd"), (1, 0x00, &big), (3, 0x02, b"")]);
+        let ours = read(&bytes).unwrap();
+        let theirs = dicom_ul::read_pdu(&bytes[..], dicom_ul::pdu::MAXIMUM_PDU_SIZE, false)
+            .unwrap()
+            .unwrap();
+        assert_eq!(ours, theirs);
+    }
+
+    #[test]
+    fn pdata_with_bad_item_lengths_is_a_protocol_error() {
+        // Item length 1 (below pcid + header).
+        let mut short = pdata(&[(1, 0x00, b"ab")]);
+        short[6..10].copy_from_slice(&1u32.to_be_bytes());
+        assert!(matches!(read(&short), Err(AssociationError::Protocol(_))));
+        // Item longer than the PDU.
+        let mut long = pdata(&[(1, 0x00, b"ab")]);
+        long[6..10].copy_from_slice(&100u32.to_be_bytes());
+        assert!(matches!(read(&long), Err(AssociationError::Protocol(_))));
+        // Trailing bytes too few for an item header.
+        let mut trailing = pdata(&[(1, 0x00, b"ab")]);
+        trailing.extend_from_slice(&[0, 0]);
+        let len = (trailing.len() - 6) as u32;
+        trailing[2..6].copy_from_slice(&len.to_be_bytes());
+        assert!(matches!(read(&trailing), Err(AssociationError::Protocol(_))));
     }
 
     #[test]

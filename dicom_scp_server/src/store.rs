@@ -291,8 +291,9 @@ impl BufferPool {
 /// Fragments of a data set in flight to the writer; bounded so a slow disk slows the sender (TCP
 /// back-pressure) instead of filling memory.
 const CHUNKS_IN_FLIGHT: usize = 8;
-/// The writer's buffer (senders with small PDUs still make large writes).
-const WRITE_BUFFER: usize = 256 * 1024;
+/// The writer's buffer: fragments smaller than this are gathered (senders with small PDUs still make large
+/// writes); larger ones, the usual case, go to the file straight from their PDV buffer, uncopied.
+const WRITE_BUFFER: usize = 64 * 1024;
 /// Start the kernel's writeback every this many bytes, so the final fsync finds little left to write.
 const WRITEBACK_STEP: u64 = 256 * 1024;
 
@@ -313,12 +314,18 @@ pub struct Incoming {
     size: u64,
     request: StoreRequest,
     keep_file: bool,
+    /// Set when the Incoming is dropped without keeping its file (see Drop).
+    abandoned: Arc<Mutex<bool>>,
     phases: Phases,
 }
 
 impl Drop for Incoming {
     fn drop(&mut self) {
         if !self.keep_file {
+            // Under the lock the writer creates the file with: either the file exists now and goes,
+            // or the writer sees `abandoned` and never creates it.
+            let mut abandoned = self.abandoned.lock().unwrap_or_else(|e| e.into_inner());
+            *abandoned = true;
             let _ = fs::remove_file(&self.path);
         }
     }
@@ -375,11 +382,21 @@ impl Incoming {
 /// start writeback as it goes. Stops at the first error (the association sees the channel closed).
 fn temp_write(
     path: PathBuf,
+    abandoned: Arc<Mutex<bool>>,
     meta: Vec<u8>,
     mut chunks: mpsc::Receiver<Vec<u8>>,
     buffers: Arc<BufferPool>,
 ) -> Result<Written, StoreError> {
-    let file = fs::File::create(&path).map_err(StoreError::io("create temp file"))?;
+    let file = {
+        let abandoned = abandoned.lock().unwrap_or_else(|e| e.into_inner());
+        if *abandoned {
+            return Err(StoreError::Io {
+                context: "create temp file",
+                source: std::io::Error::other("store abandoned"),
+            });
+        }
+        fs::File::create(&path).map_err(StoreError::io("create temp file"))?
+    };
     let started = Instant::now();
     let mut out = std::io::BufWriter::with_capacity(WRITE_BUFFER, file);
     let mut hasher = Sha256::new();
@@ -518,14 +535,16 @@ impl Storage {
         );
         let (tx, rx) = mpsc::channel(CHUNKS_IN_FLIGHT);
         let size = meta.len() as u64;
-        let (p, buffers) = (path.clone(), self.buffers.clone());
-        let writer = tokio::task::spawn_blocking(move || temp_write(p, meta, rx, buffers));
+        let abandoned = Arc::new(Mutex::new(false));
+        let (p, a, buffers) = (path.clone(), abandoned.clone(), self.buffers.clone());
+        let writer = tokio::task::spawn_blocking(move || temp_write(p, a, meta, rx, buffers));
         Ok(Incoming {
             chunks: Some(tx),
             writer: Some(writer),
             path,
             size,
             keep_file: false,
+            abandoned,
             request,
             phases: Phases::default(),
         })
@@ -939,6 +958,36 @@ mod tests {
             "a live replica's temp files stay"
         );
         assert_ne!(first.incoming, second.incoming);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dropped_stores_leave_no_temp_file() {
+        let root = tempfile::tempdir().unwrap();
+        let db = Db::new("postgres://postgres@127.0.0.1:9/none", 1).unwrap();
+        let storage = Storage::open(root.path(), OnConflict::Keep, db).unwrap();
+        let request = StoreRequest {
+            sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".into(),
+            sop_instance_uid: "1.2.3".into(),
+            transfer_syntax_uid: "1.2.840.10008.1.2.1".into(),
+            calling_ae: "MOD".into(),
+            called_ae: "NOCTIS".into(),
+        };
+        for i in 0..50 {
+            let mut incoming = storage.store_begin(request.clone()).await.unwrap();
+            // Some dropped before their writer even started, some in the middle of the data.
+            for _ in 0..(i % 3) {
+                incoming.write(vec![1u8; 70_000]).await.unwrap();
+            }
+            drop(incoming);
+        }
+        // Writers still running finish in the background.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let left: Vec<_> = fs::read_dir(&storage.incoming)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n != LOCK_FILE)
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 
     #[test]
