@@ -113,6 +113,58 @@ def multipart_accepted(header: str | None, *, part_type: str, transfer_syntaxes:
     )
 
 
+# Compressed frames are served as stored in these media types (PS3.18 table 8.7.3-5); the first is the one named.
+COMPRESSED_FRAME_TYPES: dict[str, tuple[str, ...]] = {
+    "1.2.840.10008.1.2.5": ("image/dicom-rle", "image/x-dicom-rle"),
+    "1.2.840.10008.1.2.4.50": ("image/jpeg",),
+    "1.2.840.10008.1.2.4.51": ("image/jpeg",),
+    "1.2.840.10008.1.2.4.57": ("image/jpeg",),
+    "1.2.840.10008.1.2.4.70": ("image/jpeg",),
+    "1.2.840.10008.1.2.4.80": ("image/jls", "image/x-jls"),
+    "1.2.840.10008.1.2.4.81": ("image/jls", "image/x-jls"),
+    "1.2.840.10008.1.2.4.90": ("image/jp2",),
+    "1.2.840.10008.1.2.4.91": ("image/jp2",),
+    "1.2.840.10008.1.2.4.92": ("image/jpx",),
+    "1.2.840.10008.1.2.4.93": ("image/jpx",),
+    "1.2.840.10008.1.2.4.201": ("image/jphc",),
+    "1.2.840.10008.1.2.4.202": ("image/jphc",),
+    "1.2.840.10008.1.2.4.203": ("image/jphc",),
+}
+
+
+@dataclass(frozen=True)
+class FrameRepresentation:
+    part_type: str
+    transfer_syntax: str
+
+    @property
+    def compressed(self) -> bool:
+        return self.part_type != OCTET_STREAM
+
+
+def frames_representation(header: str | None, *, stored_syntax: str) -> FrameRepresentation:
+    """Uncompressed frames (application/octet-stream), or the stored compressed ones when the client's Accept
+    names the stored syntax's media type; the first acceptable range in the client's order wins."""
+    uncompressed = FrameRepresentation(OCTET_STREAM, EXPLICIT_VR_LITTLE_ENDIAN)
+    stored_types = COMPRESSED_FRAME_TYPES.get(stored_syntax, ())
+    for media_range in accept_parse(header):
+        if media_range.type in {"*/*", "multipart/*"}:
+            return uncompressed
+        if media_range.type != "multipart/related":
+            continue
+        part_type = media_range.params.get("type", OCTET_STREAM).lower()
+        syntax = media_range.params.get("transfer-syntax")
+        wanted = MediaRange(part_type)
+        if wanted.covers(OCTET_STREAM) and syntax in {None, "*", EXPLICIT_VR_LITTLE_ENDIAN}:
+            return uncompressed  # also type="*/*", which dicomweb-client sends by default
+        if any(wanted.covers(t) for t in stored_types) and syntax in {None, "*", stored_syntax}:
+            return FrameRepresentation(stored_types[0], stored_syntax)
+    offer = f" or {stored_types[0]} ({stored_syntax})" if stored_types else ""
+    raise NotAcceptableError(
+        f'cannot answer {header!r}: frames are multipart/related; type="{OCTET_STREAM}" (uncompressed){offer}'
+    )
+
+
 def boundary_new() -> str:
     return secrets.token_hex(16)
 

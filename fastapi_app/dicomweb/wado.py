@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+from pydicom.encaps import generate_frames
 from pydicom.pixels import pixel_array
 from pydicom.tag import Tag
 from pydicom.uid import UID
@@ -135,6 +136,13 @@ def frames_decode(path: Path, numbers: Sequence[int], *, number_of_frames: int) 
             ) from None
         frames.append(np.ascontiguousarray(array).tobytes())
     return frames
+
+
+def frames_as_stored(path: Path, numbers: Sequence[int], *, number_of_frames: int) -> list[bytes]:
+    """The frames' encapsulated bytes exactly as stored (compressed transfer syntaxes only)."""
+    ds = pydicom.dcmread(path)
+    stored = list(generate_frames(ds.PixelData, number_of_frames=number_of_frames))
+    return [stored[number - 1] for number in numbers]
 
 
 def bulkdata_read(path: Path, tag_path: Sequence[int | str], *, number_of_frames: int) -> bytes:

@@ -150,16 +150,20 @@ async def _stored(
     return found
 
 
-def _not_modified(request: Request, stored: sql.StoredInstance) -> Response | None:
-    etag = f'"{stored.sha256}"'
+def _etag(stored: sql.StoredInstance, variant: str) -> str:
+    """The file's sha256; a second representation of one URL (compressed frames) gets its own tag."""
+    return f'"{stored.sha256}{"." + variant if variant else ""}"'
+
+
+def _not_modified(request: Request, stored: sql.StoredInstance, variant: str = "") -> Response | None:
     candidates = [c.strip() for c in request.headers.get("if-none-match", "").split(",")]
-    if etag in candidates or "*" in candidates:
-        return Response(status_code=304, headers=_instance_headers(stored))
+    if _etag(stored, variant) in candidates or "*" in candidates:
+        return Response(status_code=304, headers=_instance_headers(stored, variant))
     return None
 
 
-def _instance_headers(stored: sql.StoredInstance) -> dict[str, str]:
-    return {"ETag": f'"{stored.sha256}"', "Cache-Control": INSTANCE_CACHE_CONTROL}
+def _instance_headers(stored: sql.StoredInstance, variant: str = "") -> dict[str, str]:
+    return {"ETag": _etag(stored, variant), "Cache-Control": INSTANCE_CACHE_CONTROL}
 
 
 async def _files_response(
@@ -281,7 +285,7 @@ async def instance_metadata(
 @router.get(
     "/studies/{study}/series/{series}/instances/{instance}/frames/{frames}",
     responses=_MULTIPART_RESPONSE,
-    summary="WADO-RS: frames, uncompressed (1-based list: 1,3,5)",
+    summary="WADO-RS: frames (1-based list: 1,3,5), uncompressed or as stored when Accept names its media type",
 )
 async def instance_frames(
     study: str,
@@ -296,17 +300,19 @@ async def instance_frames(
     stored = (await _stored(pool, study, series, instance))[0]
     count = stored.number_of_frames or 1
     numbers = wado.frame_numbers_parse(frames, number_of_frames=count)
-    media.multipart_accepted(
-        request.headers.get("accept"), part_type=media.OCTET_STREAM, transfer_syntaxes=[media.EXPLICIT_VR_LITTLE_ENDIAN]
-    )
-    if (not_modified := _not_modified(request, stored)) is not None:
+    chosen = media.frames_representation(request.headers.get("accept"), stored_syntax=stored.transfer_syntax_uid)
+    variant = chosen.transfer_syntax if chosen.compressed else ""
+    if (not_modified := _not_modified(request, stored, variant)) is not None:
         return not_modified
     path = wado.stored_path(settings.storage_root, stored)
-    pixels = await run_in_threadpool(wado.frames_decode, path, numbers, number_of_frames=count)
+    read = wado.frames_as_stored if chosen.compressed else wado.frames_decode
+    pixels = await run_in_threadpool(read, path, numbers, number_of_frames=count)
     boundary = media.boundary_new()
-    body = media.multipart_bytes([(media.OCTET_STREAM, frame) for frame in pixels], boundary)
-    content_type = media.multipart_content_type(media.OCTET_STREAM, boundary, media.EXPLICIT_VR_LITTLE_ENDIAN)
-    return Response(body, media_type=content_type, headers=_instance_headers(stored))
+    part_type = f"{chosen.part_type}; transfer-syntax={chosen.transfer_syntax}"
+    body = media.multipart_bytes([(part_type, frame) for frame in pixels], boundary)
+    content_type = media.multipart_content_type(chosen.part_type, boundary, chosen.transfer_syntax)
+    headers = {**_instance_headers(stored, variant), "Vary": "Accept"}
+    return Response(body, media_type=content_type, headers=headers)
 
 
 @router.get(

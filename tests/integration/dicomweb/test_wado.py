@@ -14,7 +14,7 @@ import pytest
 import requests
 from dicomweb_client.api import DICOMwebClient
 from pydicom.dataset import Dataset
-from pydicom.encaps import encapsulate
+from pydicom.encaps import encapsulate, generate_frames
 from pydicom.uid import JPEGLSLossless, RLELossless, generate_uid
 
 from noctis_pro.core.models import AuditEvent
@@ -293,3 +293,32 @@ def test_frames_that_cannot_be_decoded_are_406_while_the_file_is_served(http: ht
     assert response.status_code == 406
     assert "retrieve the instance as stored" in response.json()["detail"]
     assert http.get(f"/studies/{s}/series/{se}/instances/{i}").status_code == 200
+
+
+RLE_FRAMES = 'multipart/related; type="image/dicom-rle"'
+OCTET_FRAMES = 'multipart/related; type="application/octet-stream"'
+
+
+def test_compressed_frames_as_stored_when_accept_names_their_type(client: DICOMwebClient, study: list[Stored]) -> None:
+    rle = study[2]
+    stored_frames = list(generate_frames(pydicom.dcmread(rle.path).PixelData, number_of_frames=3))
+    frames = client.retrieve_instance_frames(*rle.uids, frame_numbers=[2, 3], media_types=(("image/dicom-rle", "*"),))
+    assert frames == stored_frames[1:]
+    decoded = pydicom.dcmread(rle.path).pixel_array
+    assert client.retrieve_instance_frames(*rle.uids, frame_numbers=[2]) == [decoded[1].tobytes()]  # default: raw
+
+
+def test_frame_representation_follows_the_clients_order(http: httpx.Client, study: list[Stored]) -> None:
+    s, se, i = study[2].uids
+    url = f"/studies/{s}/series/{se}/instances/{i}/frames/1"
+    compressed = http.get(url, headers={"Accept": f"{RLE_FRAMES}, {OCTET_FRAMES};q=0.5"})
+    assert compressed.headers["content-type"].startswith(f"{RLE_FRAMES}; transfer-syntax={RLELossless};")
+    plain = http.get(url, headers={"Accept": f"{RLE_FRAMES};q=0.4, {OCTET_FRAMES}"})
+    assert plain.headers["content-type"].startswith(f"{OCTET_FRAMES}; transfer-syntax={EXPLICIT_VR_LITTLE_ENDIAN};")
+    assert compressed.headers["etag"] != plain.headers["etag"]  # two representations of one URL
+    assert http.get(url, headers={"Accept": RLE_FRAMES, "If-None-Match": compressed.headers["etag"]}).status_code == 304
+    assert http.get(url, headers={"Accept": RLE_FRAMES, "If-None-Match": plain.headers["etag"]}).status_code == 200
+    for refused in ('multipart/related; type="image/jpeg"', f"{RLE_FRAMES}; transfer-syntax=1.2.840.10008.1.2.4.50"):
+        response = http.get(url, headers={"Accept": refused})
+        assert response.status_code == 406, refused
+        assert "image/dicom-rle" in response.json()["detail"]
