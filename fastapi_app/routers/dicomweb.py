@@ -1,9 +1,18 @@
 """DICOMweb (PS3.18) under /api/v1/dicomweb: QIDO-RS searches and WADO-RS retrievals.
 
-Thin adapters over fastapi_app.dicomweb (qido: matching and DICOM JSON; wado: files, metadata, frames, bulk
-data; media: Accept and multipart). Every route needs the same login as the rest of /api/v1. Retrieving a
-whole study or series (files or metadata) writes an audit row; instance-level requests do not (a viewer makes
-one per image), and carry the file's sha256 as ETag instead, so a client can revalidate with If-None-Match.
+QIDO-RS (application/dicom+json; matching rules in dicomweb/qido.py):
+  /studies  /series  /instances  /studies/{s}/series  /studies/{s}/instances  /studies/{s}/series/{se}/instances
+WADO-RS:
+  /studies/{s}[/series/{se}[/instances/{i}]]            multipart/related; type="application/dicom", bytes as stored
+  .../metadata (study, series, instance)                DICOM JSON; values > 1 KB of OB/OW/UN... as BulkDataURI
+  .../instances/{i}/bulkdata/{tag[/item/tag...]}         multipart/related; type="application/octet-stream"
+  .../instances/{i}/frames/{1,2,...}                     uncompressed, or as stored when Accept names its type
+  .../instances/{i}[/frames/{n}]/rendered|thumbnail      image/jpeg or image/png; series and study thumbnails
+
+Thin adapters over fastapi_app.dicomweb (qido, wado, rendered, media). Every route needs the same login as the
+rest of /api/v1. Retrieving a whole study or series (files or metadata) writes an audit row; instance-level
+requests do not (a viewer makes one per image), and carry the file's sha256 as ETag instead, so a client can
+revalidate with If-None-Match.
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+import asyncpg
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
@@ -20,6 +30,7 @@ from fastapi_app import schemas, sql
 from fastapi_app.deps import CurrentUser, PoolDep, SettingsDep, remote_addr
 from fastapi_app.dicomweb import media, qido, rendered, wado
 from fastapi_app.errors import InvalidRequestError
+from fastapi_app.settings import Settings
 from noctis_pro.contracts.uids import uid_problem
 
 PREFIX = "/dicomweb"
@@ -53,7 +64,7 @@ def _base(request: Request) -> str:
     return url[: url.index(PREFIX + "/") + len(PREFIX)]
 
 
-async def _audit(pool: sql.asyncpg.Pool, request: Request, user: CurrentUser, **what: Any) -> None:
+async def _audit(pool: asyncpg.Pool, request: Request, user: CurrentUser, **what: Any) -> None:
     await sql.audit_record(pool, user_id=user.id, username=user.username, remote_addr=remote_addr(request), **what)
 
 
@@ -70,7 +81,7 @@ def _retrieve_url(base: str, level: str, row: dict[str, Any]) -> str:
 
 
 async def _search(
-    request: Request, pool: sql.asyncpg.Pool, *, levels: Sequence[str], fixed: dict[str, list[str]] | None = None
+    request: Request, pool: asyncpg.Pool, *, levels: Sequence[str], fixed: dict[str, list[str]] | None = None
 ) -> Response:
     media.json_accepted(request.headers.get("accept"))
     parsed = qido.qido_request_parse(request.query_params.multi_items(), levels=levels, fixed=fixed)
@@ -136,7 +147,7 @@ async def series_instances_search(
 
 
 async def _stored(
-    pool: sql.asyncpg.Pool, study: str, series: str | None = None, instance: str | None = None
+    pool: asyncpg.Pool, study: str, series: str | None = None, instance: str | None = None
 ) -> list[sql.StoredInstance]:
     found = await sql.instances_for_retrieve(
         pool,
@@ -167,7 +178,7 @@ def _instance_headers(stored: sql.StoredInstance, variant: str = "") -> dict[str
 
 
 async def _files_response(
-    request: Request, settings: Any, stored: list[sql.StoredInstance], headers: dict[str, str] | None = None
+    request: Request, settings: Settings, stored: list[sql.StoredInstance], headers: dict[str, str] | None = None
 ) -> Response:
     media.multipart_accepted(
         request.headers.get("accept"), part_type=media.DICOM, transfer_syntaxes=(s.transfer_syntax_uid for s in stored)
@@ -183,7 +194,7 @@ async def _files_response(
 
 
 def _metadata_response(
-    request: Request, settings: Any, stored: list[sql.StoredInstance], headers: dict[str, str] | None = None
+    request: Request, settings: Settings, stored: list[sql.StoredInstance], headers: dict[str, str] | None = None
 ) -> Response:
     media.json_accepted(request.headers.get("accept"))
     body = wado.metadata_stream(settings.storage_root, stored, base=_base(request))
@@ -349,7 +360,7 @@ async def instance_bulkdata(
 
 
 async def _render(
-    request: Request, settings: Any, stored: sql.StoredInstance, *, frames: str | None, thumbnail: bool
+    request: Request, settings: Settings, stored: sql.StoredInstance, *, frames: str | None, thumbnail: bool
 ) -> Response:
     count = stored.number_of_frames or 1
     numbers = wado.frame_numbers_parse(frames, number_of_frames=count) if frames is not None else [1]
