@@ -24,6 +24,14 @@ class UnknownResourceError(ApiError):
     status = 404
 
 
+class RangeNotSatisfiableError(ApiError):
+    status = 416
+
+    def __init__(self, message: str, *, size: int) -> None:
+        super().__init__(message)
+        self.headers = {"Content-Range": f"bytes */{size}"}
+
+
 class StoredFileMissingError(ApiError):
     """The index names a file that is not in storage: an operator problem, not the client's."""
 
@@ -174,10 +182,14 @@ def multipart_content_type(part_type: str, boundary: str, transfer_syntax: str |
     return f'multipart/related; type="{part_type}"{syntax}; boundary={boundary}'
 
 
-def _part_head(boundary: str, content_type: str, length: int, location: str | None) -> bytes:
+def _part_head(
+    boundary: str, content_type: str, length: int, location: str | None, content_range: str | None = None
+) -> bytes:
     lines = [f"--{boundary}", f"Content-Type: {content_type}", f"Content-Length: {length}"]
     if location:
         lines.append(f"Content-Location: {location}")
+    if content_range:
+        lines.append(f"Content-Range: {content_range}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
@@ -205,11 +217,33 @@ def multipart_files(parts: list[FilePart], boundary: str) -> Iterator[bytes]:
     yield f"--{boundary}--\r\n".encode()
 
 
-def multipart_bytes(parts: list[tuple[str, bytes]], boundary: str) -> bytes:
+def multipart_bytes(parts: list[tuple[str, bytes]], boundary: str, *, content_range: str | None = None) -> bytes:
     body = bytearray()
     for content_type, data in parts:
-        body += _part_head(boundary, content_type, len(data), None)
+        body += _part_head(boundary, content_type, len(data), None, content_range)
         body += data
         body += b"\r\n"
     body += f"--{boundary}--\r\n".encode()
     return bytes(body)
+
+
+def byte_range_parse(header: str | None, *, size: int) -> tuple[int, int] | None:
+    """The one byte range of a `Range: bytes=a-b | a- | -n` header as (first, last) inclusive, or None for the
+    whole value (no header, or one this server ignores as RFC 9110 14.2 allows: other units, several ranges)."""
+    if not header:
+        return None
+    unit, _, spec = header.strip().partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    first_text, dash, last_text = spec.strip().partition("-")
+    if not dash or not (first_text.isdigit() or first_text == "") or not (last_text.isdigit() or last_text == ""):
+        return None
+    if first_text == "":
+        if not last_text or int(last_text) == 0:
+            raise RangeNotSatisfiableError(f"range {header[:40]!r} asks for no bytes", size=size)
+        return max(0, size - int(last_text)), size - 1
+    first = int(first_text)
+    last = min(int(last_text), size - 1) if last_text else size - 1
+    if first >= size or first > last:
+        raise RangeNotSatisfiableError(f"range {header[:40]!r} is outside the value's {size} bytes", size=size)
+    return first, last

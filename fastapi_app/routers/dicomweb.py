@@ -329,7 +329,7 @@ async def instance_frames(
 @router.get(
     "/studies/{study}/series/{series}/instances/{instance}/bulkdata/{tag_path:path}",
     responses=_MULTIPART_RESPONSE,
-    summary="WADO-RS: a bulk value named by a metadata BulkDataURI (pixel data uncompressed)",
+    summary="WADO-RS: a bulk value named by a metadata BulkDataURI (pixel data uncompressed; one byte Range)",
 )
 async def instance_bulkdata(
     study: str,
@@ -350,10 +350,18 @@ async def instance_bulkdata(
         return not_modified
     path = wado.stored_path(settings.storage_root, stored)
     value = await run_in_threadpool(wado.bulkdata_read, path, steps, number_of_frames=stored.number_of_frames or 1)
+    headers = {**_instance_headers(stored), "Accept-Ranges": "bytes"}
+    wanted = media.byte_range_parse(request.headers.get("range"), size=len(value))
+    content_range = None
+    if wanted is not None:
+        first, last = wanted
+        content_range = f"bytes {first}-{last}/{len(value)}"
+        headers["Content-Range"] = content_range
+        value = value[first : last + 1]
     boundary = media.boundary_new()
-    body = media.multipart_bytes([(media.OCTET_STREAM, value)], boundary)
+    body = media.multipart_bytes([(media.OCTET_STREAM, value)], boundary, content_range=content_range)
     content_type = media.multipart_content_type(media.OCTET_STREAM, boundary)
-    return Response(body, media_type=content_type, headers=_instance_headers(stored))
+    return Response(body, status_code=200 if wanted is None else 206, media_type=content_type, headers=headers)
 
 
 # --- WADO-RS rendered and thumbnails -------------------------------------------------------------------------------

@@ -322,3 +322,20 @@ def test_frame_representation_follows_the_clients_order(http: httpx.Client, stud
         response = http.get(url, headers={"Accept": refused})
         assert response.status_code == 406, refused
         assert "image/dicom-rle" in response.json()["detail"]
+
+
+def test_bulkdata_byte_ranges(client: DICOMwebClient, http: httpx.Client, study: list[Stored], server: str) -> None:
+    native = study[0]
+    pixels = native.ds.PixelData
+    s, se, i = native.uids
+    path = f"/studies/{s}/series/{se}/instances/{i}/bulkdata/7FE00010"
+    assert client.retrieve_bulkdata(server + "/api/v1/dicomweb" + path, byte_range=(100, 199)) == [pixels[100:200]]
+    partial = http.get(path, headers={"Range": "bytes=-10"})
+    assert partial.status_code == 206
+    assert partial.headers["content-range"] == f"bytes {len(pixels) - 10}-{len(pixels) - 1}/{len(pixels)}"
+    assert partial.content.split(b"\r\n\r\n", 1)[1].startswith(pixels[-10:] + b"\r\n--")
+    whole = http.get(path, headers={"Range": "bytes=0-5,10-20"})  # several ranges: the whole value
+    assert (whole.status_code, whole.headers["accept-ranges"]) == (200, "bytes")
+    beyond = http.get(path, headers={"Range": f"bytes={len(pixels)}-"})
+    assert beyond.status_code == 416
+    assert beyond.headers["content-range"] == f"bytes */{len(pixels)}"
