@@ -14,7 +14,9 @@ Matching, per attribute kind (PS3.4 C.2.2.2):
 - number (SeriesNumber, InstanceNumber): one integer.
 - ModalitiesInStudy: one modality or a list (comma or backslash); a study matches when it has any of them.
 An empty value (`PatientName=`) matches everything and asks for the attribute, like includefield.
-Unknown keys, keys of another level and malformed values are 400 naming the key.
+Unknown keys, keys of another level and malformed values are 400 naming the key. An attribute includefield
+names that the index does not keep (at the instance level: those of contracts.receipt.ATTR_KEYWORDS) is left out.
+`limit` defaults to and is capped at 1000; when more results exist the answer carries `Warning: 299 ...`.
 An empty result is 200 with `[]`: PS3.18 (2019 and later) answers a search with 200 and the matches; an empty
 array keeps clients that always parse JSON simple.
 """

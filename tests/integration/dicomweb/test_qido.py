@@ -319,3 +319,30 @@ def test_search_answers_only_json(http: httpx.Client, three: Three) -> None:
     assert http.get("/studies", headers={"Accept": "application/dicom+xml"}).status_code == 406
     assert http.get("/studies", headers={"Accept": "application/json"}).status_code == 200
     assert http.get("/studies", headers={"Accept": "text/html, */*;q=0.1"}).status_code == 200
+
+
+def test_openapi_documents_the_dicomweb_routes(server: str) -> None:
+    paths = set(httpx.get(f"{server}/api/v1/openapi.json").json()["paths"])
+    instance = "/api/v1/dicomweb/studies/{study}/series/{series}/instances/{instance}"
+    assert {
+        "/api/v1/dicomweb/studies",
+        "/api/v1/dicomweb/series",
+        "/api/v1/dicomweb/instances",
+        "/api/v1/dicomweb/studies/{study}/series",
+        "/api/v1/dicomweb/studies/{study}/instances",
+        "/api/v1/dicomweb/studies/{study}/series/{series}/instances",
+        "/api/v1/dicomweb/studies/{study}",
+        "/api/v1/dicomweb/studies/{study}/metadata",
+        "/api/v1/dicomweb/studies/{study}/thumbnail",
+        "/api/v1/dicomweb/studies/{study}/series/{series}",
+        "/api/v1/dicomweb/studies/{study}/series/{series}/metadata",
+        "/api/v1/dicomweb/studies/{study}/series/{series}/thumbnail",
+        instance,
+        f"{instance}/metadata",
+        f"{instance}/rendered",
+        f"{instance}/thumbnail",
+        f"{instance}/frames/{{frames}}",
+        f"{instance}/frames/{{frames}}/rendered",
+        f"{instance}/frames/{{frames}}/thumbnail",
+        f"{instance}/bulkdata/{{tag_path}}",
+    } <= paths
