@@ -7,9 +7,10 @@ Part-10 file into the JSON object of its data set, with large binary values repl
 from __future__ import annotations
 
 import datetime as dt
+import struct
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pydicom
 from pydicom.datadict import dictionary_VR
@@ -21,6 +22,8 @@ from pydicom.tag import BaseTag, Tag
 BULK_DATA_THRESHOLD = 1024
 BULK_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 UNDEFINED_LENGTH = 0xFFFFFFFF
+PIXEL_DATA = 0x7FE00010
+PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, PIXEL_DATA})  # float, double float and integer pixel data
 # VRs that never hold more than one value, so a backslash in them is text (PS3.5 6.2).
 _SINGLE_VALUED_VRS = frozenset({"LT", "ST", "UT", "UR"})
 _NUMBER_VRS = frozenset({"IS", "DS", "US", "SS", "UL", "SL", "UV", "SV", "FL", "FD"})
@@ -78,12 +81,41 @@ BulkDataUri = Callable[[Sequence[int | str]], str]
 def instance_metadata(path: Path, *, bulk_data_uri: BulkDataUri) -> dict[str, Any]:
     """The JSON object of a stored instance's data set (file meta left out, as in pydicom's to_json_dict).
 
-    The file is read with deferred large values, so pixel data is never loaded: a binary value above
-    BULK_DATA_THRESHOLD becomes {"vr", "BulkDataURI"} with `bulk_data_uri(tag_path)`, where tag_path is
-    (tag, item index, tag, ...) down to the element.
+    Pixel data is never read: the file is parsed up to it, and its element header (tag and VR) gives the
+    {"vr", "BulkDataURI"} entry; compressed pixel data, whose undefined length would otherwise be scanned to
+    its end, costs nothing either. Other binary values above BULK_DATA_THRESHOLD are deferred by pydicom and
+    become BulkDataURIs too, with `bulk_data_uri(tag_path)`, tag_path being (tag, item index, tag, ...).
+    Deflated and big-endian files (rare, retired) are parsed whole.
     """
-    ds = pydicom.dcmread(path, defer_size=BULK_DATA_THRESHOLD)
-    return _dataset_json(ds, (), bulk_data_uri)
+    with path.open("rb") as stream:
+        ds = pydicom.dcmread(stream, defer_size=BULK_DATA_THRESHOLD, stop_before_pixels=True)
+        syntax = ds.file_meta.get("TransferSyntaxUID")
+        if syntax is None or syntax.is_deflated or not syntax.is_little_endian:
+            stream.seek(0)
+            return _dataset_json(pydicom.dcmread(stream, defer_size=BULK_DATA_THRESHOLD), (), bulk_data_uri)
+        pixels = _pixel_element_at(stream, ds, implicit_vr=syntax.is_implicit_VR)
+        out = _dataset_json(ds, (), bulk_data_uri)
+    if pixels is not None:
+        tag, vr = pixels
+        out[tag_hex(tag)] = {"vr": vr, "BulkDataURI": bulk_data_uri((tag,))}
+    return dict(sorted(out.items()))
+
+
+def _pixel_element_at(stream: BinaryIO, ds: Dataset, *, implicit_vr: bool) -> tuple[int, str] | None:
+    """(tag, VR) of the pixel data element where pydicom stopped (stop_before_pixels leaves the file there)."""
+    head = stream.read(6)
+    if len(head) < 6:
+        return None
+    group, element = struct.unpack("<HH", head[:4])
+    tag = (group << 16) | element
+    if tag not in PIXEL_TAGS:
+        return None
+    if not implicit_vr:
+        return tag, head[4:6].decode("ascii", "replace")
+    if tag != PIXEL_DATA:
+        return tag, str(dictionary_VR(tag))
+    bits = ds.get("BitsAllocated")
+    return tag, "OW" if bits is None or int(bits) > 8 else "OB"  # pydicom's rule for implicit VR pixel data
 
 
 def _dataset_json(ds: Dataset, parents: tuple[int | str, ...], bulk_data_uri: BulkDataUri) -> dict[str, Any]:

@@ -15,7 +15,13 @@ import requests
 from dicomweb_client.api import DICOMwebClient
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate, generate_frames
-from pydicom.uid import JPEGLSLossless, RLELossless, generate_uid
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEGLSLossless,
+    RLELossless,
+    generate_uid,
+)
 
 from noctis_pro.core.models import AuditEvent
 from tests.conftest import make_dataset
@@ -339,3 +345,16 @@ def test_bulkdata_byte_ranges(client: DICOMwebClient, http: httpx.Client, study:
     beyond = http.get(path, headers={"Range": f"bytes={len(pixels)}-"})
     assert beyond.status_code == 416
     assert beyond.headers["content-range"] == f"bytes */{len(pixels)}"
+
+
+@pytest.mark.parametrize("syntax", [ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian, JPEGLSLossless])
+def test_metadata_in_other_transfer_syntaxes_equals_pydicom_json(
+    client: DICOMwebClient, store: StoreFn, syntax: str
+) -> None:
+    ds = make_dataset(transfer_syntax=syntax, PixelPaddingValue=-2000)
+    if syntax == JPEGLSLossless:
+        ds.PixelData = encapsulate([b"\xff\xd8" + b"\x00" * 4000 + b"\xff\xd9"])  # metadata never decodes it
+    stored = store(ds)
+    metadata = client.retrieve_instance_metadata(*stored.uids)
+    assert _without_bulk(metadata) == _expected_metadata(stored)
+    assert metadata["7FE00010"]["BulkDataURI"].endswith("/bulkdata/7FE00010")
