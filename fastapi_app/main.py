@@ -79,7 +79,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_origins=settings.cors_allowed_origins,
             allow_credentials=True,
             allow_methods=["GET", "POST", "OPTIONS"],
-            allow_headers=["Authorization", "Content-Type", "Accept"],
+            # An external DICOMweb viewer sends Range / If-None-Match and reads ETag, Warning, Content-Range.
+            allow_headers=["Authorization", "Content-Type", "Accept", "Range", "If-None-Match"],
+            expose_headers=["ETag", "Warning", "Content-Range", "Content-Length"],
         )
     errors_install(app)
     app.include_router(health.router, prefix=API_PREFIX)

@@ -47,5 +47,16 @@ async def test_cors_allows_only_configured_origins(api_settings: Settings, api_f
         )
         assert allowed.status_code == 200
         assert allowed.headers["access-control-allow-origin"] == "https://viewer.example"
+        ranged = await client.options(
+            "/api/v1/studies",
+            headers={
+                "Origin": "https://viewer.example",
+                "Access-Control-Request-Method": "GET",
+                "Access-Control-Request-Headers": "range, if-none-match",
+            },
+        )
+        assert ranged.status_code == 200
+        exposed = await client.get("/api/v1/health", headers={"Origin": "https://viewer.example"})
+        assert "etag" in exposed.headers["access-control-expose-headers"].lower()
         other = await client.get("/api/v1/health", headers={"Origin": "https://evil.example"})
         assert "access-control-allow-origin" not in other.headers
