@@ -1,8 +1,10 @@
 //! Durable storage of one C-STORE, in a fixed order:
 //! stream to STORAGE_ROOT/.incoming (Part-10: preamble, DICM, file meta from the command, then the data
-//! set bytes exactly as received, hashed while written) → parse and validate the identifying UIDs →
-//! fsync → create study/series folders (fsync their parents) → rename into
-//! `<StudyUID>/<SeriesUID>/<SOPInstanceUID>.dcm` → fsync the folder → receipt row → only then success.
+//! set bytes exactly as received, written and hashed by a blocking writer thread while the association
+//! reads on) → fsync, while the identifying UIDs are parsed and validated and an earlier receipt is looked
+//! up → (durability.rs, grouped with concurrent stores) create study/series folders (fsync their parents)
+//! → rename into `<StudyUID>/<SeriesUID>/<SOPInstanceUID>.dcm` → fsync the folder → receipt row → only
+//! then success. Nothing is renamed before the fsync has finished.
 //! Every failure leaves nothing behind: the temp file goes, and a freshly renamed file goes if its
 //! receipt cannot be written.
 
