@@ -2,7 +2,8 @@
 
 Several processors may run at once (`--scale ai_processor=N`): the row lock while taking, then the `running`
 status with this processor's `worker` id, keep them apart. A `running` row older than AI_STUCK_AFTER_SECONDS
-belongs to a processor that died and is taken again.
+belongs to a processor that died and is taken again. A pending analysis is taken only once its study has been
+quiet (not indexed) for AI_QUIET_SECONDS, so a study that arrives over many webhook batches is analysed once.
 """
 
 from __future__ import annotations
@@ -63,13 +64,20 @@ def analyses_fail_exhausted() -> int:
     return len(exhausted)
 
 
+def _quiet_cutoff() -> dt.datetime:
+    return timezone.now() - dt.timedelta(seconds=settings.AI_QUIET_SECONDS)
+
+
 def analysis_take_next(*, worker: str) -> AIAnalysis | None:
-    """Claim the oldest pending (or stuck) analysis for `worker`, or None when there is nothing to do."""
+    """Claim the oldest pending analysis of a quiet study (or a stuck one) for `worker`, or None."""
     with transaction.atomic():
         analysis = (
             AIAnalysis.objects.select_for_update(skip_locked=True, of=("self",))
             .select_related("study")
-            .filter(Q(status=Status.PENDING) | Q(status=Status.RUNNING, started_at__lt=_stuck_cutoff()))
+            .filter(
+                Q(status=Status.PENDING, study__updated_at__lte=_quiet_cutoff())
+                | Q(status=Status.RUNNING, started_at__lt=_stuck_cutoff())
+            )
             .filter(attempts__lt=F("max_attempts"))
             .order_by("created_at", "pk")
             .first()

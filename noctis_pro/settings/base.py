@@ -133,6 +133,9 @@ CELERY_BEAT_SCHEDULE = {
 AI_POLL_SECONDS = env.float("AI_POLL_SECONDS", default=1.0)
 # Analyzers queued (pending) for every study that indexing touches; empty to queue none automatically.
 AI_AUTO_ANALYZERS = env.list("AI_AUTO_ANALYZERS", default=["study_inventory"])
+# A pending analysis waits until its study has received nothing for this long: a study arriving in a burst of
+# webhook batches is analysed once, after the burst, instead of once per processor poll while it still grows.
+AI_QUIET_SECONDS = env.float("AI_QUIET_SECONDS", default=5.0)
 # A running analysis whose processor has been silent this long is taken again (its processor died).
 AI_STUCK_AFTER_SECONDS = env.int("AI_STUCK_AFTER_SECONDS", default=600)
 

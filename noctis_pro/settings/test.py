@@ -7,3 +7,4 @@ SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="test-only-secret-key-not-for-
 WEBHOOK_SECRET = env.str("WEBHOOK_SECRET", default="test-webhook-secret")
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast hashing in tests only
 DATABASES["default"]["CONN_MAX_AGE"] = 0
+AI_QUIET_SECONDS = 0.0  # tests index, then run the processor at once; test_ai_processing sets it to check the wait

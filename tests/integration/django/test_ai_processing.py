@@ -205,3 +205,23 @@ def test_a_finished_analysis_is_announced_after_commit(
         {"type": "analysis.completed", "analysis_id": analysis.pk, "study_instance_uid": study.study_instance_uid,
          "analyzer": "study_inventory", "status": "done"}
     ]  # fmt: skip
+
+
+@pytest.mark.django_db
+def test_a_burst_of_batches_queues_one_analysis_run_after_the_study_is_quiet(
+    archive: Callable[..., Receipt], settings: object
+) -> None:
+    settings.AI_AUTO_ANALYZERS = ["study_inventory"]  # type: ignore[attr-defined]
+    settings.AI_QUIET_SECONDS = 60  # type: ignore[attr-defined]
+    study_uid = generate_uid()
+    for n in range(1, 11):  # ten webhook batches of one study
+        receipts_index(receipt_ids=[archive(study_uid=study_uid, instance_number=n).pk])
+        assert analysis_take_next(worker="test:1") is None  # the study is still arriving
+    pending = AIAnalysis.objects.filter(study__study_instance_uid=study_uid)
+    assert [(a.analyzer, a.status) for a in pending] == [("study_inventory", "pending")]
+
+    Study.objects.filter(study_instance_uid=study_uid).update(updated_at=timezone.now() - dt.timedelta(seconds=61))
+    taken = analysis_take_next(worker="test:1")
+    assert taken is not None
+    assert taken.study.study_instance_uid == study_uid
+    assert taken.status == "running"
