@@ -19,6 +19,7 @@ from noctis_pro.contracts.events import CHANNEL
 from noctis_pro.pacs import indexing, tasks
 from noctis_pro.pacs.indexing import receipts_index
 from noctis_pro.pacs.models import Instance, Patient, Receipt, Series, Study
+from noctis_pro.pacs.signals import studies_indexed
 from tests.conftest import make_dataset
 from tests.integration.django.receipts import receipt_attrs, receipt_insert
 
@@ -314,3 +315,24 @@ def test_modality_is_upper_cased_within_its_length(archive: Callable[..., Receip
     receipt.save(update_fields=["attrs"])
     assert receipts_index(receipt_ids=[receipt.pk]).indexed == [receipt.pk]
     assert Series.objects.get(series_instance_uid=receipt.series_instance_uid).modality == "S" * 16
+
+
+@pytest.mark.django_db(transaction=True)
+def test_receipts_index_commits_without_waiting_for_the_wal_flush(archive: Callable[..., Receipt]) -> None:
+    """The index is rebuilt from the durable receipts after a crash, so its COMMIT need not wait for an fsync."""
+    seen: list[str] = []
+
+    def receiver(**kwargs: Any) -> None:
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW synchronous_commit")
+            seen.append(cursor.fetchone()[0])
+
+    studies_indexed.connect(receiver, dispatch_uid="test.synchronous_commit")
+    try:
+        receipts_index(receipt_ids=[archive().pk])
+    finally:
+        studies_indexed.disconnect(dispatch_uid="test.synchronous_commit")
+    assert seen == ["off"]
+    with connection.cursor() as cursor:  # SET LOCAL: the setting ends with the batch's transaction
+        cursor.execute("SHOW synchronous_commit")
+        assert cursor.fetchone()[0] == "on"
