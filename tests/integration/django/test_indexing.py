@@ -336,3 +336,19 @@ def test_receipts_index_commits_without_waiting_for_the_wal_flush(archive: Calla
     with connection.cursor() as cursor:  # SET LOCAL: the setting ends with the batch's transaction
         cursor.execute("SHOW synchronous_commit")
         assert cursor.fetchone()[0] == "on"
+
+
+def test_receipts_index_copies_the_receipt_into_the_instance(archive: Callable[..., Receipt]) -> None:
+    receipt = archive(instance_number=12, rows=8, columns=8)
+    receipts_index(receipt_ids=[receipt.pk])
+    instance = Instance.objects.get(sop_instance_uid=receipt.sop_instance_uid)
+    assert instance.series.series_instance_uid == receipt.series_instance_uid
+    assert (instance.sop_class_uid, instance.transfer_syntax_uid) == (
+        receipt.sop_class_uid,
+        receipt.transfer_syntax_uid,
+    )
+    assert (instance.path, instance.size_bytes, instance.sha256) == (receipt.path, receipt.size_bytes, receipt.sha256)
+    assert (instance.instance_number, instance.rows, instance.columns, instance.number_of_frames) == (12, 8, 8, None)
+    assert instance.attrs == receipt.attrs
+    assert instance.received_at == receipt.received_at
+    assert instance.indexed_at is not None
