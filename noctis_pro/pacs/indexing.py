@@ -322,7 +322,7 @@ def _after_commit(studies: list[Study], series_uids: list[str], forwards: dict[i
             )
         )
     for uid in series_uids:
-        transaction.on_commit(lambda uid=uid: _thumbnail_queue(series_thumbnail, uid))
+        transaction.on_commit(lambda uid=uid: series_thumbnail_queue(series_thumbnail, uid))
     for node_id, sop_uids in forwards.items():
         transaction.on_commit(lambda node_id=node_id, sop_uids=sop_uids: _queue(instances_forward, node_id, sop_uids))
 
@@ -334,9 +334,10 @@ def _queue(task: Any, *args: Any) -> None:
         logger.exception("could not queue %s%r", task.name, args)
 
 
-def _thumbnail_queue(task: Any, series_uid: str) -> None:
+def series_thumbnail_queue(task: Any, series_uid: str) -> None:
     """Queue one thumbnail render per series per burst: a series arriving in many batches is rendered once
-    THUMBNAIL_DELAY_SECONDS after its first batch (the task clears the marker, so later batches queue again)."""
+    THUMBNAIL_DELAY_SECONDS after its first batch (the task clears the marker, so later batches queue again; a
+    series that already has a thumbnail is rendered again only once it is quiet, see tasks.series_thumbnail)."""
     try:
         if not redis_client().set(THUMBNAIL_PENDING_KEY.format(series_uid), 1, nx=True, ex=THUMBNAIL_PENDING_TTL):
             return

@@ -15,7 +15,7 @@ from noctis_pro.contracts.events import TaskEcho
 from noctis_pro.contracts.uids import uid_problem
 from noctis_pro.core.events import publish_now, redis_client
 from noctis_pro.pacs.forwarding import NodeUnreachableError, instances_send
-from noctis_pro.pacs.indexing import THUMBNAIL_PENDING_KEY, receipts_index
+from noctis_pro.pacs.indexing import THUMBNAIL_PENDING_KEY, receipts_index, series_thumbnail_queue
 from noctis_pro.pacs.models import Instance, Node, Receipt, Series
 from noctis_pro.pacs.thumbnails import ThumbnailError, file_write_atomic, thumbnail_png
 
@@ -23,6 +23,8 @@ logger = logging.getLogger(__name__)
 
 RECONCILE_BATCH = 500
 RECONCILE_MAX_BATCHES = 20
+# A series that already has a thumbnail is rendered again only once nothing arrived for it this long.
+THUMBNAIL_QUIET_SECONDS = 2
 
 
 @shared_task(ignore_result=True)
@@ -57,7 +59,9 @@ def reconcile_receipts(batch_size: int = RECONCILE_BATCH, max_batches: int = REC
 
 @shared_task(ignore_result=True)
 def series_thumbnail(series_uid: str) -> str:
-    """Render MEDIA_ROOT/thumbnails/<series_uid>.png from the series' middle instance; "" when impossible."""
+    """Render MEDIA_ROOT/thumbnails/<series_uid>.png from the series' middle instance; "" when impossible.
+
+    The first render of a series happens during its arrival; later ones wait until it is quiet."""
     if uid_problem(series_uid) is not None:
         logger.warning("thumbnail: bad series uid %r", series_uid)
         return ""
@@ -69,6 +73,11 @@ def series_thumbnail(series_uid: str) -> str:
     if series is None:
         logger.warning("thumbnail: unknown series %s", series_uid)
         return ""
+    if series.thumbnail and series.updated_at > timezone.now() - dt.timedelta(seconds=THUMBNAIL_QUIET_SECONDS):
+        # Still arriving, and the worklist already shows a thumbnail: render again once the burst is over rather
+        # than every THUMBNAIL_DELAY_SECONDS during it (each render lists the series and decodes an image).
+        series_thumbnail_queue(series_thumbnail, series_uid)
+        return series.thumbnail
     paths = list(
         Instance.objects.filter(series=series)
         .order_by("instance_number", "sop_instance_uid")

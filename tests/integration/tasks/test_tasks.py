@@ -192,3 +192,27 @@ def test_ping_round_trips_through_a_real_worker_and_publishes_task_echo(celery_w
     finally:
         pubsub.close()
         client.close()
+
+
+@pytest.mark.django_db
+def test_series_thumbnail_renders_again_only_once_the_series_is_quiet(
+    archive: Callable[..., Receipt], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """First render at once; while the series still receives instances the render is postponed, not repeated."""
+    queued: list[tuple[object, ...]] = []
+    monkeypatch.setattr(series_thumbnail, "apply_async", lambda args, **kw: queued.append(tuple(args)))
+    series_uid = generate_uid()
+    receipts_index(receipt_ids=[archive(series_uid=series_uid, instance_number=1, rows=64, columns=64).pk])
+    relpath = series_thumbnail(series_uid)
+    assert relpath == f"thumbnails/{series_uid}.png"
+    (settings.MEDIA_ROOT / relpath).unlink()
+
+    receipts_index(receipt_ids=[archive(series_uid=series_uid, instance_number=2, rows=64, columns=64).pk])
+    assert series_thumbnail(series_uid) == relpath  # still arriving: postponed, not rendered
+    assert not (settings.MEDIA_ROOT / relpath).exists()
+    assert queued == [(series_uid,)]
+
+    Series.objects.filter(series_instance_uid=series_uid).update(updated_at=timezone.now() - dt.timedelta(seconds=3))
+    assert series_thumbnail(series_uid) == relpath  # quiet: rendered
+    assert (settings.MEDIA_ROOT / relpath).exists()
+    assert queued == [(series_uid,)]
