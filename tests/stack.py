@@ -58,12 +58,14 @@ class Stack:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
+# What the stack must choose itself. Django's settings (loaded by pytest-django) copy the developer's .env into
+# os.environ; a `make run` stack's webhook URL, secrets or ports leaking into the test stack would break it.
+NOT_INHERITED = {"DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE", "NOCTIS_ENV_FILE", "NOCTIS_VAR_DIR"}
+
+
 def _stack_environment(base: Path) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in {"DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE", "NOCTIS_ENV_FILE", "NOCTIS_VAR_DIR"}
-    }
+    developer_env = envfile_read(Path(os.environ.get("NOCTIS_ENV_FILE", str(ROOT / ".env"))))
+    env = {k: v for k, v in os.environ.items() if k not in NOT_INHERITED and k not in developer_env}
     env.update({key: str(free_port()) for key in DEFAULT_PORTS})
     env.update(
         {
