@@ -11,7 +11,6 @@ import argparse
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,16 +22,9 @@ import psycopg
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
-from ops.envfile import envfile_read
-from ops.run import DEFAULT_PORTS
+from ops.launch import free_port, stack_launch
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def ct_series(directory: Path, count: int, *, size: int = 512) -> list[Path]:
@@ -122,21 +114,6 @@ def index_lag(database_url: str, study_uid: str, expected: int, timeout: float =
     raise RuntimeError(f"not indexed within {timeout}s")
 
 
-def stack_start(base: Path) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
-    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE"}}
-    env.update({key: str(free_port()) for key in DEFAULT_PORTS})
-    env.update(NOCTIS_ENV_FILE=str(base / ".env"), NOCTIS_VAR_DIR=str(base / "var"), DICOM_BIND_ADDRESS="127.0.0.1")
-    log = open(base / "stack.log", "wb")  # noqa: SIM115 (the child writes to it while we run)
-    proc = subprocess.Popen([sys.executable, "-m", "ops.run"], cwd=ROOT, env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
-    deadline = time.monotonic() + 300
-    while b"NoctisPro is running" not in (base / "stack.log").read_bytes():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError("the stack did not start:\n" + (base / "stack.log").read_text()[-3000:])
-        time.sleep(0.5)
-    return proc, {**env, **envfile_read(base / ".env")}
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--instances", type=int, default=2000)
@@ -146,7 +123,8 @@ def main() -> int:
     print(f"generating {args.instances} CT instances of {args.size}x{args.size}x16 bit ...", flush=True)
     files = ct_series(work / "data", args.instances, size=args.size)
     megabytes = sum(f.stat().st_size for f in files) / 1e6
-    proc, env = stack_start(work)
+    stack = stack_launch(work, timeout=300)
+    env = stack.env
     results = []
     try:
         for associations in (1, 4):
@@ -160,8 +138,7 @@ def main() -> int:
             results.append((associations, ours, peer, lag))
             shutil.rmtree(work / f"scp-{associations}", ignore_errors=True)
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=60)
+        stack.stop()
     n = args.instances
     print(f"\n{n} instances, {megabytes:.0f} MB, storescu -> 127.0.0.1 (TCP_NODELAY=1)")
     print(f"{'assoc':>5} {'SCP inst/s':>11} {'SCP MB/s':>9} {'storescp inst/s':>16} {'ratio':>6} {'index lag':>10}")

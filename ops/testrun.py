@@ -15,19 +15,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ops import embedded
 from ops.envfile import secret_token
+from ops.launch import free_port
 from ops.services import Service, Step
 from ops.supervisor import StartError, Supervisor
 
 ROOT = Path(__file__).resolve().parent.parent
 RUST_TEST_DB = "noctis_rust_test"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def with_database(url: str, dbname: str) -> str:

@@ -5,7 +5,6 @@ Area-specific fixtures live in tests/<level>/<area>/conftest.py.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,18 +15,16 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
+from ops.launch import free_port
+
 # The real stack (`stack`, `api_token`): one per session, shared by tests/e2e and tests/browser.
 pytest_plugins = ["tests.stack"]
+
+__all__ = ["free_port", "make_dataset", "test_database_url", "write_dataset"]
 
 IMPLEMENTATION_CLASS_UID = "1.2.826.0.1.3680043.10.1001.1"  # tests only
 
 SOP_CLASS_FOR_MODALITY = {"CT": CTImageStorage, "MR": MRImageStorage}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def make_dataset(
