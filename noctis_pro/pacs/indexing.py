@@ -427,7 +427,7 @@ def _batch_index(wanted: list[int]) -> IndexResult:
             removed = _empty_remove(series_ids=old_series_ids - series_ids, study_ids=old_study_ids - study_ids)
             kept_ids = (study_ids | old_study_ids) - {s.pk for s in removed}
             studies = studies_derived_update(study_ids=kept_ids)
-            studies_indexed.send(sender=Study, study_ids=study_ids)
+            studies_indexed.send(sender=Study, study_ids=study_ids, series_ids=series_ids)
             series_uids = sorted({r.series_instance_uid for r in usable})
             forwards = forward_plan(receipts=usable)
         now = timezone.now()
