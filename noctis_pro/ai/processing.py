@@ -4,6 +4,10 @@ Several processors may run at once (`--scale ai_processor=N`): the row lock whil
 status with this processor's `worker` id, keep them apart. A `running` row older than AI_STUCK_AFTER_SECONDS
 belongs to a processor that died and is taken again. A pending analysis is taken only once its study has been
 quiet (not indexed) for AI_QUIET_SECONDS, so a study that arrives over many webhook batches is analysed once.
+
+Running one: the analyzer gets an AnalysisContext (the study's or the series' instances and their files); its
+measurements, when AI_WRITEBACK is on, go back into the archive as a TID 1500 SR (writeback.py) before the
+analysis is marked done, so a processor that dies in between leaves it to be retried, not half-done.
 """
 
 from __future__ import annotations
@@ -12,14 +16,19 @@ import datetime as dt
 import logging
 import os
 import socket
+import time
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from noctis_pro.ai import writeback
 from noctis_pro.ai.analyzers import analyzer_for
+from noctis_pro.ai.analyzers.base import AnalysisContext, Analyzer, AnalyzerOutput, NotApplicableError
 from noctis_pro.ai.models import AIAnalysis
+from noctis_pro.ai.selectors import series_refs
 from noctis_pro.contracts.events import AnalysisCompleted
 from noctis_pro.core.events import publish_on_commit
 
@@ -93,21 +102,71 @@ def analysis_take_next(*, worker: str) -> AIAnalysis | None:
     return analysis
 
 
+def analysis_context(analysis: AIAnalysis) -> AnalysisContext:
+    return AnalysisContext(
+        analysis_id=analysis.pk,
+        analyzer=analysis.analyzer,
+        study_id=analysis.study_id,
+        study_instance_uid=analysis.study.study_instance_uid,
+        series_id=analysis.series_id,
+        series=series_refs(study_id=analysis.study_id, series_id=analysis.series_id),
+    )
+
+
+def analyzer_execute(analyzer: Analyzer, context: AnalysisContext) -> dict[str, Any]:
+    """Run the analyzer on the context and archive its DICOM outputs; the result JSON (with what was stored)."""
+    if context.series_id is not None:
+        if not context.series:
+            raise NotApplicableError("the series is no longer in the index")
+        if not analyzer.applies_to(context.series[0].facts):
+            series = context.series[0]
+            raise NotApplicableError(f"{analyzer.name} does not apply to {series.modality or 'this'} series")
+    output = analyzer.run(context)
+    if isinstance(output, dict):  # a plugin may return the result alone
+        output = AnalyzerOutput(result=output)
+    result = dict(output.result)
+    datasets = list(output.datasets)
+    if settings.AI_WRITEBACK and output.measurements:
+        series = next((s for s in context.series if s.series_instance_uid == output.measurement_series_uid), None)
+        if series is not None and series.instances:
+            datasets.append(
+                writeback.measurement_report_build(
+                    analysis_id=context.analysis_id,
+                    analyzer=analyzer.name,
+                    study_uid=context.study_instance_uid,
+                    evidence=writeback.evidence_read(series.instances),
+                    measurements=output.measurements,
+                )
+            )
+    stored = []
+    for ds in datasets:
+        writeback.dataset_store(ds)
+        stored.append({"sop_instance_uid": str(ds.SOPInstanceUID), "series_instance_uid": str(ds.SeriesInstanceUID),
+                       "sop_class_uid": str(ds.SOPClassUID)})  # fmt: skip
+    if stored:
+        result["dicom_outputs"] = stored
+    return result
+
+
 def analysis_run(*, analysis: AIAnalysis) -> AIAnalysis:
     """Run the analysis' analyzer and store done/result, pending (retry) or failed/error."""
     analyzer = analyzer_for(analysis.analyzer)
     result = None
     error = ""
     retry = False
+    began = time.monotonic()
     if analyzer is None:
         error = f"unknown analyzer {analysis.analyzer!r}"
     else:
         try:
-            result = analyzer.run(analysis)
+            result = analyzer_execute(analyzer, analysis_context(analysis))
+        except NotApplicableError as exc:  # no retry makes the data analysable
+            error = f"not applicable: {exc}"
         except Exception as exc:  # an analyzer's bug or bad data: record it on the row, retry while allowed
             logger.exception("analysis %s (%s) failed", analysis.pk, analysis.analyzer)
             error = f"{type(exc).__name__}: {exc}"
             retry = analysis.attempts < analysis.max_attempts
+    duration_ms = int((time.monotonic() - began) * 1000)
     with transaction.atomic():
         if analyzer is not None and not error:
             analysis.status, analysis.result, analysis.error = Status.DONE, result, ""
@@ -116,11 +175,16 @@ def analysis_run(*, analysis: AIAnalysis) -> AIAnalysis:
         else:
             analysis.status, analysis.error = Status.FAILED, error
         analysis.finished_at = None if retry else timezone.now()
+        analysis.duration_ms = duration_ms
         # Guarded: if this processor was presumed dead and another took the row, do not overwrite its work.
         updated = AIAnalysis.objects.filter(pk=analysis.pk, status=Status.RUNNING, worker=analysis.worker).update(
-            status=analysis.status, result=analysis.result, error=analysis.error, finished_at=analysis.finished_at
+            status=analysis.status,
+            result=analysis.result,
+            error=analysis.error,
+            finished_at=analysis.finished_at,
+            duration_ms=duration_ms,
         )
         if updated and analysis.status in (Status.DONE, Status.FAILED):
             _completed(analysis)
-    logger.info("analysis %s (%s): %s %s", analysis.pk, analysis.analyzer, analysis.status, error)
+    logger.info("analysis %s (%s): %s in %d ms %s", analysis.pk, analysis.analyzer, analysis.status, duration_ms, error)
     return analysis

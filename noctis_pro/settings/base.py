@@ -147,3 +147,12 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+# Analyzer plugins ("module:Class") beside the built-in ones and the "noctis_pro.analyzers" entry points.
+AI_ANALYZER_PLUGINS = env.list("AI_ANALYZER_PLUGINS", default=[])
+# ONNX model configs (JSON, see noctis_pro/ai/analyzers/onnx_runner.py): one analyzer each.
+AI_ONNX_MODELS = env.list("AI_ONNX_MODELS", default=[])
+# Measurements written back as a TID 1500 SR, C-STORE to our own SCP (DICOM_PORT, DICOM_AE_TITLE).
+AI_WRITEBACK = env.bool("AI_WRITEBACK", default=True)
+AI_WRITEBACK_HOST = env.str("AI_WRITEBACK_HOST", default="127.0.0.1")
+AI_WRITEBACK_PORT = env.int("DICOM_PORT", default=11112)
+AI_WRITEBACK_CALLING_AE = env.str("AI_WRITEBACK_CALLING_AE", default="NOCTIS_AI")

@@ -8,3 +8,4 @@ WEBHOOK_SECRET = env.str("WEBHOOK_SECRET", default="test-webhook-secret")
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast hashing in tests only
 DATABASES["default"]["CONN_MAX_AGE"] = 0
 AI_QUIET_SECONDS = 0.0  # tests index, then run the processor at once; test_ai_processing sets it to check the wait
+AI_WRITEBACK = env.bool("AI_WRITEBACK", default=False)  # no SCP in the integration tests; e2e runs the stack

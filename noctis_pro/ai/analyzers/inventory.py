@@ -1,22 +1,13 @@
-"""Pluggable analyzers run by `process_ai_analyses`. They compute checkable facts; none pretends to diagnose.
-
-An analyzer has a `name` (the AIAnalysis.analyzer value) and `run(analysis) -> dict` (JSON-serialisable result).
-Raising means the attempt failed; the processor retries while attempts remain.
-"""
+"""Study inventory: per series the instance count, modality, instance-number gaps and duplicates; and whether the
+index's derived counts agree with the instances it holds."""
 
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any, Protocol
 
-from noctis_pro.ai.models import AIAnalysis
+from noctis_pro.ai import selectors  # a module reference: selectors imports analyzers.base
+from noctis_pro.ai.analyzers.base import AnalysisContext, AnalyzerOutput, SeriesFacts
 from noctis_pro.pacs.selectors import study_inventory_rows
-
-
-class Analyzer(Protocol):
-    name: str
-
-    def run(self, analysis: AIAnalysis) -> dict[str, Any]: ...
 
 
 def _gaps(numbers: list[int]) -> list[int]:
@@ -32,9 +23,13 @@ class StudyInventory:
     """Per series: instance count, modality, instance-number gaps and duplicates; checks the derived counts."""
 
     name = "study_inventory"
+    scope = "study"
 
-    def run(self, analysis: AIAnalysis) -> dict[str, Any]:
-        series_rows, instance_rows = study_inventory_rows(study_id=analysis.study_id, series_id=analysis.series_id)
+    def applies_to(self, facts: SeriesFacts) -> bool:
+        return True
+
+    def run(self, context: AnalysisContext) -> AnalyzerOutput:
+        series_rows, instance_rows = study_inventory_rows(study_id=context.study_id, series_id=context.series_id)
         numbers: dict[int, list[int]] = defaultdict(list)
         unnumbered: dict[int, int] = defaultdict(int)
         counts: dict[int, int] = defaultdict(int)
@@ -62,22 +57,16 @@ class StudyInventory:
                     "count_matches_index": counts[s["id"]] == s["number_of_instances"],
                 }
             )
-        study = analysis.study
+        number_of_series, number_of_instances = selectors.study_counts(study_id=context.study_id)
         total = sum(counts.values())
-        return {
-            "study_instance_uid": study.study_instance_uid,
+        result = {
+            "study_instance_uid": context.study_instance_uid,
             "series_count": len(series_out),
             "instance_count": total,
             "modalities": sorted({s["modality"] for s in series_out if s["modality"]}),
             "series": series_out,
             "complete": all(not s["instance_number_gaps"] for s in series_out),
-            "study_counts_match_index": analysis.series_id is not None
-            or (study.number_of_series == len(series_out) and study.number_of_instances == total),
+            "study_counts_match_index": context.series_id is not None
+            or (number_of_series == len(series_out) and number_of_instances == total),
         }
-
-
-ANALYZERS: dict[str, Analyzer] = {a.name: a for a in (StudyInventory(),)}
-
-
-def analyzer_for(name: str) -> Analyzer | None:
-    return ANALYZERS.get(name)
+        return AnalyzerOutput(result=result)
