@@ -31,6 +31,11 @@ class Settings(BaseSettings):
     # Comma-separated, as Django's env.list reads it.
     cors_allowed_origins: Annotated[list[str], NoDecode] = []
     storage_root: Path = BASE_DIR / "var" / "storage"
+    # Anonymised export ZIPs, written by the Celery worker (Django's EXPORT_ROOT, EXPORT_TTL_HOURS).
+    export_root: Path = BASE_DIR / "var" / "exports"
+    export_ttl_hours: int = 24
+    # Where FastAPI queues Celery tasks (exports, sends); Django's default: the Redis of REDIS_URL.
+    celery_broker_url: str = ""
     session_cookie_name: str = "sessionid"
     db_pool_max_size: int = 10
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -480,3 +481,42 @@ async def instances_for_retrieve(
     """The stored files of a study, or of one of its series, or one instance, in series and instance order."""
     records = await pool.fetch(WADO_INSTANCES, study_uid, series_uid, sop_uid)
     return [StoredInstance(**dict(r)) for r in records]
+
+
+# --- exports (exports_export; built by the Celery task noctis_pro.exports.tasks.export_build_task) --------------
+
+EXPORT_VISIBLE_STUDIES = """
+    SELECT study_instance_uid FROM pacs_study
+    WHERE study_instance_uid = ANY($1::text[])
+      AND ($2::bigint[] IS NULL OR COALESCE(facility_id, 0) = ANY($2::bigint[]))"""
+
+EXPORT_INSERT = """
+    INSERT INTO exports_export (id, requested_by_id, study_uids, status, instances_total, instances_done,
+                                instances_skipped, attempts, error, created_at, expires_at)
+    VALUES ($1, $2, $3::jsonb, 'pending', 0, 0, 0, 0, '', now(), now() + make_interval(hours => $4))
+    RETURNING *"""
+
+EXPORT_BY_ID = "SELECT * FROM exports_export WHERE id = $1"
+
+EXPORTS_OF_USER = "SELECT * FROM exports_export WHERE requested_by_id = $1 ORDER BY created_at DESC LIMIT $2"
+
+
+async def export_visible_studies(
+    pool: asyncpg.Pool, *, study_uids: list[str], facility_ids: list[int] | None
+) -> set[str]:
+    rows = await pool.fetch(EXPORT_VISIBLE_STUDIES, study_uids, facility_ids)
+    return {r["study_instance_uid"] for r in rows}
+
+
+async def export_insert(
+    pool: asyncpg.Pool, *, export_id: uuid.UUID, user_id: int, study_uids: list[str], ttl_hours: int
+) -> asyncpg.Record:
+    return await pool.fetchrow(EXPORT_INSERT, export_id, user_id, json.dumps(study_uids), ttl_hours)
+
+
+async def export_by_id(pool: asyncpg.Pool, *, export_id: uuid.UUID) -> asyncpg.Record | None:
+    return await pool.fetchrow(EXPORT_BY_ID, export_id)
+
+
+async def exports_of_user(pool: asyncpg.Pool, *, user_id: int, limit: int = 50) -> list[asyncpg.Record]:
+    return await pool.fetch(EXPORTS_OF_USER, user_id, limit)

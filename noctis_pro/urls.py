@@ -15,4 +15,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include("noctis_pro.reports.urls")),
     path("", include("noctis_pro.worklist.urls")),
+    path("", include("noctis_pro.exports.urls")),
 ]

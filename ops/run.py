@@ -98,6 +98,7 @@ def config_resolve(environ: dict[str, str], *, root: Path = ROOT) -> StackConfig
             "DICOM_AE_TITLE": pick("DICOM_AE_TITLE", "NOCTIS"),
             "STORAGE_ROOT": pick("STORAGE_ROOT", str(var_dir / "storage")),
             "MEDIA_ROOT": pick("MEDIA_ROOT", str(var_dir / "media")),
+            "EXPORT_ROOT": pick("EXPORT_ROOT", str(var_dir / "exports")),
             "STATIC_ROOT": pick("STATIC_ROOT", str(var_dir / "static")),
             "DJANGO_WEBHOOK_URL": pick(
                 "DJANGO_WEBHOOK_URL", f"http://127.0.0.1:{chosen['DJANGO_PORT']}/api/dicom/received/"

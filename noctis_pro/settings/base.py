@@ -43,6 +43,9 @@ INSTALLED_APPS = [
     "noctis_pro.worklist",
     "noctis_pro.reports",
     "noctis_pro.ai",
+    "noctis_pro.exports",
+    "noctis_pro.retention",
+    "noctis_pro.facilities",
 ]
 
 MIDDLEWARE = [
@@ -110,6 +113,9 @@ MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(BASE_DIR / "var" / "media"))
 # Where the SCP and STOW-RS write instances: <StudyUID>/<SeriesUID>/<SOPInstanceUID>.dcm
 STORAGE_ROOT = Path(env.str("STORAGE_ROOT", default=str(BASE_DIR / "var" / "storage")))
 WEBHOOK_SECRET = env.str("WEBHOOK_SECRET", default="")
+# Anonymised export ZIPs (not under MEDIA_ROOT: they are handed out only to their owner) and how long they last.
+EXPORT_ROOT = Path(env.str("EXPORT_ROOT", default=str(BASE_DIR / "var" / "exports")))
+EXPORT_TTL_HOURS = env.int("EXPORT_TTL_HOURS", default=24)
 # Our AE title: the SCP answers to it, and forwarding (pacs.forwarding) calls other nodes with it.
 DICOM_AE_TITLE = env.str("DICOM_AE_TITLE", default="NOCTIS")
 # Receipts not indexed this many seconds after arrival are indexed by the reconciler (a lost webhook).
@@ -128,6 +134,9 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE = {
     "reconcile-receipts": {"task": "noctis_pro.pacs.tasks.reconcile_receipts", "schedule": 2.0},
+    "exports-expire": {"task": "noctis_pro.exports.tasks.exports_expire_task", "schedule": 3600.0},
+    # Applies only the policies an operator enabled after reading their dry run (manage.py retention).
+    "retention-run": {"task": "noctis_pro.retention.tasks.retention_run", "schedule": 86400.0},
 }
 
 AI_POLL_SECONDS = env.float("AI_POLL_SECONDS", default=1.0)
