@@ -12,6 +12,7 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from noctis_pro.ai.analyzers.base import SeriesFacts
+from noctis_pro.contracts import analyses as contracts_analyses
 
 # SOP classes without a pixel matrix: structured reports (88.x), presentation states (11.x), waveforms (9.x),
 # encapsulated documents (104.x), RT structures/plans (481.x except RT Dose/Image), key objects (88.59).
@@ -23,7 +24,7 @@ NON_IMAGE_PREFIXES = (
     "1.2.840.10008.5.1.4.1.1.481.3",
     "1.2.840.10008.5.1.4.1.1.481.5",
 )
-NON_IMAGE_MODALITIES = {"SR", "PR", "KO", "DOC", "RTSTRUCT", "RTPLAN", "ECG", "AU", "SEG", "REG"}
+NON_IMAGE_MODALITIES = frozenset(contracts_analyses.NON_IMAGE_MODALITIES)
 
 
 def is_image_series(facts: SeriesFacts) -> bool:
