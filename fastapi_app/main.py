@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from fastapi_app.errors import errors_install
-from fastapi_app.routers import dicomweb, docs, health, studies, users, ws
+from fastapi_app.routers import analyses, dicomweb, docs, health, studies, users, ws
 from fastapi_app.settings import ConfigError, Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -86,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors_install(app)
     app.include_router(health.router, prefix=API_PREFIX)
     app.include_router(users.router, prefix=API_PREFIX)
+    app.include_router(analyses.router, prefix=API_PREFIX)
     app.include_router(studies.router, prefix=API_PREFIX)
     app.include_router(dicomweb.router, prefix=API_PREFIX)
     app.include_router(ws.router)

@@ -520,3 +520,65 @@ async def export_by_id(pool: asyncpg.Pool, *, export_id: uuid.UUID) -> asyncpg.R
 
 async def exports_of_user(pool: asyncpg.Pool, *, user_id: int, limit: int = 50) -> list[asyncpg.Record]:
     return await pool.fetch(EXPORTS_OF_USER, user_id, limit)
+
+
+# --- AI analyses (ai_analysis, ai_analysisrule; Django's noctis_pro/ai owns them) ------------------------------
+
+_ANALYSIS_COLUMNS = """
+    a.id, a.analyzer, a.status, a.attempts, a.max_attempts, a.requested_by, a.result, a.error, a.created_at,
+    a.started_at, a.finished_at, a.duration_ms, se.series_instance_uid"""
+
+ANALYSES_OF_STUDY = f"""
+    SELECT {_ANALYSIS_COLUMNS}
+    FROM ai_analysis a JOIN pacs_study s ON s.id = a.study_id LEFT JOIN pacs_series se ON se.id = a.series_id
+    WHERE s.study_instance_uid = $1
+    ORDER BY a.created_at DESC, a.id DESC LIMIT $2"""  # noqa: S608 (constant fragment)
+
+ANALYSIS_STUDY_ID = "SELECT id FROM pacs_study WHERE study_instance_uid = $1"
+
+# One pending row for the study ($3 NULL) or per image series of it ($3 true: every series, or only $4's), unless
+# the same (study, series, analyzer) already waits. Non-image series are left out (the processor would refuse them).
+ANALYSES_REQUEST = """
+    INSERT INTO ai_analysis (study_id, series_id, analyzer, status, attempts, max_attempts, worker, requested_by,
+                             result, error, created_at)
+    SELECT $1, t.series_id, $2, 'pending', 0, 3, '', $5, NULL, '', now()
+    FROM (SELECT NULL::bigint AS series_id WHERE $3::boolean IS NOT TRUE
+          UNION ALL
+          SELECT se.id FROM pacs_series se
+          WHERE $3::boolean AND se.study_id = $1 AND ($4::text IS NULL OR se.series_instance_uid = $4)
+            AND upper(se.modality) <> ALL($6::text[])) t
+    WHERE NOT EXISTS (SELECT 1 FROM ai_analysis w WHERE w.study_id = $1 AND w.analyzer = $2
+                      AND w.series_id IS NOT DISTINCT FROM t.series_id AND w.status = 'pending')
+    RETURNING id"""
+
+ANALYSES_PENDING_OF = f"""
+    SELECT {_ANALYSIS_COLUMNS}
+    FROM ai_analysis a LEFT JOIN pacs_series se ON se.id = a.series_id
+    WHERE a.study_id = $1 AND a.analyzer = $2 AND a.status = 'pending' ORDER BY a.id"""  # noqa: S608 (constant)
+
+
+async def analyses_of_study(pool: asyncpg.Pool, *, study_uid: str, limit: int = 200) -> list[asyncpg.Record]:
+    return await pool.fetch(ANALYSES_OF_STUDY, study_uid, limit)
+
+
+async def analysis_study_id(pool: asyncpg.Pool, *, study_uid: str) -> int | None:
+    return await pool.fetchval(ANALYSIS_STUDY_ID, study_uid)
+
+
+async def analyses_request(
+    pool: asyncpg.Pool,
+    *,
+    study_id: int,
+    analyzer: str,
+    per_series: bool,
+    series_uid: str | None,
+    requested_by: str,
+    non_image_modalities: list[str],
+) -> tuple[int, list[asyncpg.Record]]:
+    """Queue the analysis (or one per series); (how many were new, the pending rows of that analyzer)."""
+    async with pool.acquire() as conn, conn.transaction():
+        created = await conn.fetch(
+            ANALYSES_REQUEST, study_id, analyzer, per_series, series_uid, requested_by[:160], non_image_modalities
+        )
+        rows = await conn.fetch(ANALYSES_PENDING_OF, study_id, analyzer)
+    return len(created), rows
