@@ -9,7 +9,7 @@ SCP := dicom_scp_server
 export TCP_NODELAY := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint lint-python lint-rust migrations-check fmt bench install install-test clean
+.PHONY: help run test lint lint-python lint-rust migrations-check fmt bench bench-dicomweb install install-test clean
 
 help:  ## list the targets
 	@awk -F ':.*## ' '/^[a-z-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -20,8 +20,12 @@ run: install  ## install what is missing, build, migrate and start every service
 test: install-test lint  ## every test: lint, cargo test, pytest (unit, integration, e2e, browser)
 	$(PY) -m ops.testrun
 
-bench: install-test  ## ingest benchmark against dcmtk storescp (figures, not pass/fail)
+bench: install-test  ## ingest benchmark against dcmtk storescp, then bench-dicomweb (figures, not pass/fail)
 	$(PY) -m ops.bench
+	$(PY) -m ops.bench_dicomweb
+
+bench-dicomweb: install-test  ## DICOMweb latency at 1M instances and vs Orthanc (BENCH_INSTANCES, BENCH_REQUESTS; ARGS=--quick)
+	$(PY) -m ops.bench_dicomweb $(ARGS)
 
 lint: lint-python lint-rust migrations-check  ## what CI and pre-commit enforce
 

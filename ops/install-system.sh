@@ -18,6 +18,9 @@ have_cmd storescu || need+=(dcmtk)
 if [ "$mode" = test ]; then
   have_cmd chromium || need+=(chromium)
   have_cmd docker-compose || need+=(docker-compose)
+  # make bench-dicomweb compares with Orthanc and its DICOMweb plugin
+  have_cmd Orthanc || [ -x /usr/sbin/Orthanc ] || need+=(orthanc)
+  dpkg -s orthanc-dicomweb >/dev/null 2>&1 || need+=(orthanc-dicomweb)
 fi
 
 if [ ${#need[@]} -gt 0 ]; then
@@ -27,7 +30,7 @@ if [ ${#need[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
   # Debian starts these as system services on install; NoctisPro runs its own under var/.
-  for svc in nginx redis-server postgresql; do
+  for svc in nginx redis-server postgresql orthanc; do
     $sudo systemctl disable --now "$svc" >/dev/null 2>&1 || true
   done
 fi
