@@ -38,6 +38,15 @@ class Settings(BaseSettings):
     celery_broker_url: str = ""
     session_cookie_name: str = "sessionid"
     db_pool_max_size: int = 10
+    # The public origin (and path prefix) clients reach /api/v1 under, e.g. https://pacs.example.org, for the
+    # absolute RetrieveURL and BulkDataURI values; empty: derived from each request (Host, X-Forwarded-Proto).
+    noctis_public_base_url: str = ""
+    # STOW-RS stores through the SCP over C-STORE: where it listens, its AE title, and the calling AE title used
+    # (the SCP always admits that one, even with DICOM_ALLOWED_CALLING_AE_TITLES set).
+    dicom_scp_host: str = "127.0.0.1"
+    dicom_port: int = 11112
+    dicom_ae_title: str = "NOCTIS"
+    dicom_stow_ae_title: str = "NOCTIS_STOW"
 
     @field_validator("database_url")
     @classmethod
@@ -58,6 +67,25 @@ class Settings(BaseSettings):
     def _secret_present(cls, value: SecretStr) -> SecretStr:
         if not value.get_secret_value():
             raise ValueError("is empty: it has no default (see .env.example)")
+        return value
+
+    @field_validator("noctis_public_base_url")
+    @classmethod
+    def _public_base_url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if not value:
+            return ""
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.netloc or parts.query or parts.fragment:
+            raise ValueError("must be an http:// or https:// URL without query, e.g. https://pacs.example.org")
+        return value
+
+    @field_validator("dicom_ae_title", "dicom_stow_ae_title")
+    @classmethod
+    def _ae_title(cls, value: str) -> str:
+        value = value.strip()
+        if not 1 <= len(value) <= 16 or not value.isascii() or "\\" in value or not value.isprintable():
+            raise ValueError("must be 1 to 16 printable ASCII characters without a backslash")
         return value
 
     @field_validator("cors_allowed_origins", mode="before")

@@ -101,6 +101,7 @@ pub const KEYS: &[&str] = &[
     "SCP_SHUTDOWN_GRACE_SECS",
     "SCP_ON_CONFLICT",
     "DICOM_ALLOWED_CALLING_AE_TITLES",
+    "DICOM_STOW_AE_TITLE",
 ];
 
 pub const DEFAULT_WEBHOOK_URL: &str = "http://127.0.0.1:8000/api/dicom/received/";
@@ -217,6 +218,15 @@ impl Config {
                 reason,
             })?;
             allowed_calling_aes.push(ae.to_string());
+        }
+        // FastAPI's STOW-RS stores through us with this calling AE: an allow-list must never lock it out.
+        let stow_ae = get("DICOM_STOW_AE_TITLE").unwrap_or("NOCTIS_STOW");
+        ae_title_check(stow_ae).map_err(|reason| ConfigError {
+            name: "DICOM_STOW_AE_TITLE",
+            reason,
+        })?;
+        if !allowed_calling_aes.is_empty() && !allowed_calling_aes.iter().any(|a| a == stow_ae) {
+            allowed_calling_aes.push(stow_ae.to_string());
         }
         Ok(Config {
             allowed_calling_aes,
@@ -390,7 +400,16 @@ mod tests {
             &env(&[("DICOM_ALLOWED_CALLING_AE_TITLES", " CT1, MR_2 ,,")]),
         )
         .unwrap();
-        assert_eq!(c.allowed_calling_aes, vec!["CT1", "MR_2"]);
+        assert_eq!(c.allowed_calling_aes, vec!["CT1", "MR_2", "NOCTIS_STOW"]);
+        let c = Config::from_sources(
+            None,
+            &env(&[
+                ("DICOM_ALLOWED_CALLING_AE_TITLES", "CT1"),
+                ("DICOM_STOW_AE_TITLE", "WEB"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.allowed_calling_aes, vec!["CT1", "WEB"]);
     }
 
     #[test]

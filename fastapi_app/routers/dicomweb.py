@@ -8,6 +8,8 @@ WADO-RS:
   .../instances/{i}/bulkdata/{tag[/item/tag...]}         multipart/related; type="application/octet-stream"
   .../instances/{i}/frames/{1,2,...}                     uncompressed, or as stored when Accept names its type
   .../instances/{i}[/frames/{n}]/rendered|thumbnail      image/jpeg or image/png; series and study thumbnails
+STOW-RS (dicomweb/stow.py: stored by our SCP over C-STORE, the one ingest path):
+  POST /studies  POST /studies/{s}                       multipart/related; type="application/dicom" in, DICOM JSON out
 
 Thin adapters over fastapi_app.dicomweb (qido, wado, rendered, media). Every route needs the same login as the
 rest of /api/v1. Retrieving a whole study or series (files or metadata) writes an audit row; instance-level
@@ -18,6 +20,8 @@ revalidate with If-None-Match.
 from __future__ import annotations
 
 import json
+import logging
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,11 +32,12 @@ from starlette.concurrency import run_in_threadpool
 
 from fastapi_app import schemas, sql
 from fastapi_app.deps import CurrentUser, PoolDep, SettingsDep, remote_addr
-from fastapi_app.dicomweb import media, qido, rendered, wado
+from fastapi_app.dicomweb import media, qido, rendered, stow, wado
 from fastapi_app.errors import InvalidRequestError
 from fastapi_app.settings import Settings
 from noctis_pro.contracts.uids import uid_problem
 
+logger = logging.getLogger(__name__)
 PREFIX = "/dicomweb"
 router = APIRouter(
     prefix=PREFIX,
@@ -58,10 +63,15 @@ def _uid(name: str, value: str) -> str:
     return value
 
 
-def _base(request: Request) -> str:
-    """The absolute DICOMweb root as the client reached it, for RetrieveURL and BulkDataURI."""
+def _base(request: Request, settings: Settings) -> str:
+    """The absolute DICOMweb root for RetrieveURL and BulkDataURI: under NOCTIS_PUBLIC_BASE_URL when set (behind
+    proxies that rewrite Host), else as the client reached it (nginx passes Host and X-Forwarded-Proto)."""
     url = str(request.url.replace(query=""))
-    return url[: url.index(PREFIX + "/") + len(PREFIX)]
+    root = url[: url.index(PREFIX + "/") + len(PREFIX)]
+    if settings.noctis_public_base_url:
+        path = request.url.path
+        return settings.noctis_public_base_url + path[: path.index(PREFIX + "/") + len(PREFIX)]
+    return root
 
 
 async def _audit(pool: asyncpg.Pool, request: Request, user: CurrentUser, **what: Any) -> None:
@@ -81,7 +91,12 @@ def _retrieve_url(base: str, level: str, row: dict[str, Any]) -> str:
 
 
 async def _search(
-    request: Request, pool: asyncpg.Pool, *, levels: Sequence[str], fixed: dict[str, list[str]] | None = None
+    request: Request,
+    pool: asyncpg.Pool,
+    settings: Settings,
+    *,
+    levels: Sequence[str],
+    fixed: dict[str, list[str]] | None = None,
 ) -> Response:
     media.json_accepted(request.headers.get("accept"))
     parsed = qido.qido_request_parse(request.query_params.multi_items(), levels=levels, fixed=fixed)
@@ -94,7 +109,7 @@ async def _search(
     if len(rows) > parsed.limit:  # PS3.18 8.3.4.2: say that the page is not the whole answer
         rows = rows[: parsed.limit]
         headers["Warning"] = '299 noctis "There are more results: ask again with a larger offset"'
-    base = _base(request)
+    base = _base(request, settings)
     body = [
         qido.row_json(row, levels=levels, request=parsed, retrieve_url=_retrieve_url(base, level, row)) for row in rows
     ]
@@ -102,30 +117,34 @@ async def _search(
 
 
 @router.get("/studies", responses=_JSON_RESPONSE, summary="QIDO-RS: search for studies")
-async def studies_search(request: Request, pool: PoolDep, user: CurrentUser) -> Response:
-    return await _search(request, pool, levels=("study",))
+async def studies_search(request: Request, pool: PoolDep, user: CurrentUser, settings: SettingsDep) -> Response:
+    return await _search(request, pool, settings, levels=("study",))
 
 
 @router.get("/series", responses=_JSON_RESPONSE, summary="QIDO-RS: search for series (study keys allowed)")
-async def series_search(request: Request, pool: PoolDep, user: CurrentUser) -> Response:
-    return await _search(request, pool, levels=("study", "series"))
+async def series_search(request: Request, pool: PoolDep, user: CurrentUser, settings: SettingsDep) -> Response:
+    return await _search(request, pool, settings, levels=("study", "series"))
 
 
 @router.get("/instances", responses=_JSON_RESPONSE, summary="QIDO-RS: search for instances (any level's keys)")
-async def instances_search(request: Request, pool: PoolDep, user: CurrentUser) -> Response:
-    return await _search(request, pool, levels=("study", "series", "instance"))
+async def instances_search(request: Request, pool: PoolDep, user: CurrentUser, settings: SettingsDep) -> Response:
+    return await _search(request, pool, settings, levels=("study", "series", "instance"))
 
 
 @router.get("/studies/{study}/series", responses=_JSON_RESPONSE, summary="QIDO-RS: the series of a study")
-async def study_series_search(study: str, request: Request, pool: PoolDep, user: CurrentUser) -> Response:
+async def study_series_search(
+    study: str, request: Request, pool: PoolDep, user: CurrentUser, settings: SettingsDep
+) -> Response:
     fixed = {"StudyInstanceUID": [_uid("StudyInstanceUID", study)]}
-    return await _search(request, pool, levels=("series",), fixed=fixed)
+    return await _search(request, pool, settings, levels=("series",), fixed=fixed)
 
 
 @router.get("/studies/{study}/instances", responses=_JSON_RESPONSE, summary="QIDO-RS: the instances of a study")
-async def study_instances_search(study: str, request: Request, pool: PoolDep, user: CurrentUser) -> Response:
+async def study_instances_search(
+    study: str, request: Request, pool: PoolDep, user: CurrentUser, settings: SettingsDep
+) -> Response:
     fixed = {"StudyInstanceUID": [_uid("StudyInstanceUID", study)]}
-    return await _search(request, pool, levels=("series", "instance"), fixed=fixed)
+    return await _search(request, pool, settings, levels=("series", "instance"), fixed=fixed)
 
 
 @router.get(
@@ -134,13 +153,13 @@ async def study_instances_search(study: str, request: Request, pool: PoolDep, us
     summary="QIDO-RS: the instances of a series",
 )
 async def series_instances_search(
-    study: str, series: str, request: Request, pool: PoolDep, user: CurrentUser
+    study: str, series: str, request: Request, pool: PoolDep, user: CurrentUser, settings: SettingsDep
 ) -> Response:
     fixed = {
         "StudyInstanceUID": [_uid("StudyInstanceUID", study)],
         "SeriesInstanceUID": [_uid("SeriesInstanceUID", series)],
     }
-    return await _search(request, pool, levels=("instance",), fixed=fixed)
+    return await _search(request, pool, settings, levels=("instance",), fixed=fixed)
 
 
 # --- WADO-RS -----------------------------------------------------------------------------------------------------
@@ -183,7 +202,7 @@ async def _files_response(
     media.multipart_accepted(
         request.headers.get("accept"), part_type=media.DICOM, transfer_syntaxes=(s.transfer_syntax_uid for s in stored)
     )
-    parts = await run_in_threadpool(wado.file_parts, settings.storage_root, stored, base=_base(request))
+    parts = await run_in_threadpool(wado.file_parts, settings.storage_root, stored, base=_base(request, settings))
     boundary = media.boundary_new()
     length = media.multipart_files_length(parts, boundary)
     return StreamingResponse(
@@ -197,7 +216,7 @@ def _metadata_response(
     request: Request, settings: Settings, stored: list[sql.StoredInstance], headers: dict[str, str] | None = None
 ) -> Response:
     media.json_accepted(request.headers.get("accept"))
-    body = wado.metadata_stream(settings.storage_root, stored, base=_base(request))
+    body = wado.metadata_stream(settings.storage_root, stored, base=_base(request, settings))
     return StreamingResponse(body, media_type=media.DICOM_JSON, headers=headers)
 
 
@@ -499,3 +518,92 @@ async def study_thumbnail(
 ) -> Response:
     stored = _representative(await _stored(pool, study))
     return await _render(request, settings, stored, frames=None, thumbnail=True)
+
+
+# --- STOW-RS -------------------------------------------------------------------------------------------------------
+
+_STOW_BODY = {
+    "required": True,
+    "content": {
+        'multipart/related; type="application/dicom"': {"schema": {"type": "string", "format": "binary"}},
+        media.DICOM: {"schema": {"type": "string", "format": "binary"}},
+    },
+}
+_STOW_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "every instance stored", "content": {media.DICOM_JSON: {}}},
+    202: {"description": "some instances stored, others failed (FailedSOPSequence)", "content": {media.DICOM_JSON: {}}},
+    409: {"description": "no instance stored (FailedSOPSequence)", "content": {media.DICOM_JSON: {}}},
+    415: {"model": schemas.ErrorOut},
+    503: {"model": schemas.ErrorOut},
+}
+_STOW_DOC = (
+    'Body: multipart/related; type="application/dicom" (one Part-10 instance per part), or one application/dicom'
+    " instance. Each instance is stored by the archive's SCP exactly as a C-STORE from a modality (same checks,"
+    " storage, receipt and indexing), in its own transfer syntax; 200 means every instance is durable. The answer"
+    " is the Store Instances Response Module: ReferencedSOPSequence, FailedSOPSequence with FailureReason (the"
+    " C-STORE status: A7xx out of resources, A900 data set mismatch or another study than the URL's, Cxxx cannot"
+    " understand, 0122 SOP class / C122 transfer syntax not supported, 0110 processing failure)."
+)
+
+
+async def _store(
+    request: Request, pool: asyncpg.Pool, user: CurrentUser, settings: Settings, study: str | None
+) -> Response:
+    media.json_accepted(request.headers.get("accept"))
+    boundary = stow.body_boundary(request.headers.get("content-type"))
+    parts: list[stow.ReceivedPart] = []
+    try:
+        parts = await stow.parts_receive(request.stream(), boundary=boundary)
+        if not parts:
+            raise InvalidRequestError("the body holds no instance")
+        outcomes = await run_in_threadpool(lambda: [stow.part_identify(p, study=study) for p in parts])
+        scp = stow.ScpAddress(
+            host=settings.dicom_scp_host,
+            port=settings.dicom_port,
+            called_ae=settings.dicom_ae_title,
+            calling_ae=settings.dicom_stow_ae_title,
+        )
+        await run_in_threadpool(stow.parts_store, parts, outcomes, scp=scp)
+    finally:
+        await run_in_threadpool(stow.parts_remove, parts)
+    if all(o.unreachable for o in outcomes):
+        raise stow.StoreUnavailableError("the archive's DICOM store does not answer; nothing was stored, retry later")
+    status, body = stow.store_response(outcomes, base=_base(request, settings), study=study)
+    for uid, count in sorted(Counter(o.study_instance_uid for o in outcomes if o.stored).items()):
+        await _audit(
+            pool, request, user, action="study.store", object_type="study", object_id=uid, detail={"instances": count}
+        )
+    failed = [o for o in outcomes if not o.stored]
+    if failed:
+        logger.warning(
+            "STOW-RS by %s: %d of %d instances failed: %s",
+            user.username,
+            len(failed),
+            len(outcomes),
+            "; ".join(f"{o.sop_instance_uid or '?'} 0x{o.status or 0:04X} {o.reason}" for o in failed[:20]),
+        )
+    return Response(json.dumps(body, separators=(",", ":")), status_code=status, media_type=media.DICOM_JSON)
+
+
+@router.post(
+    "/studies",
+    responses=_STOW_RESPONSES,
+    description=_STOW_DOC,
+    openapi_extra={"requestBody": _STOW_BODY},
+    summary="STOW-RS: store instances (of any studies)",
+)
+async def studies_store(request: Request, pool: PoolDep, user: CurrentUser, settings: SettingsDep) -> Response:
+    return await _store(request, pool, user, settings, study=None)
+
+
+@router.post(
+    "/studies/{study}",
+    responses=_STOW_RESPONSES,
+    description=_STOW_DOC,
+    openapi_extra={"requestBody": _STOW_BODY},
+    summary="STOW-RS: store instances of one study (others fail with A900)",
+)
+async def study_store(
+    study: str, request: Request, pool: PoolDep, user: CurrentUser, settings: SettingsDep
+) -> Response:
+    return await _store(request, pool, user, settings, study=_uid("StudyInstanceUID", study))

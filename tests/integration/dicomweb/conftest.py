@@ -7,6 +7,9 @@ app runs in uvicorn's thread with its own event loop, so dicomweb-client (reques
 
 from __future__ import annotations
 
+import os
+import subprocess
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +23,7 @@ from pydicom.dataset import Dataset
 
 from fastapi_app.settings import Settings
 from noctis_pro.pacs.indexing import receipts_index
-from tests.conftest import make_dataset
+from tests.conftest import free_port, make_dataset
 
 # auth_headers, database_url, radiologist and token are the API tests' fixtures, reused as they are (pytest
 # finds fixtures imported into a conftest).
@@ -106,3 +109,100 @@ def store(storage_root: Path, transactional_db: None) -> Callable[..., Stored]:
         return Stored(ds=ds, path=storage_root / receipt.path)
 
     return factory
+
+
+# --- STOW-RS: the real SCP binary, storing into the test's STORAGE_ROOT and database ------------------------------
+
+SCP_BINARY = Path(__file__).resolve().parents[3] / "dicom_scp_server" / "target" / "release" / "dicom_scp_server"
+SCP_AE_TITLE = "NOCTIS"
+MODALITY_AE_TITLE = "MODALITY1"
+
+
+@dataclass(frozen=True)
+class Scp:
+    port: int
+    ae_title: str
+
+
+@pytest.fixture
+def scp(storage_root: Path, database_url: str) -> Iterator[Scp]:  # noqa: F811
+    """dicom_scp_server (release build) on a free port, with an allow-list that names only MODALITY1: STOW-RS
+    must still get in. Its webhook goes nowhere; tests index the receipts with receipts_index, as Django would."""
+    if not SCP_BINARY.is_file():
+        pytest.fail(f"{SCP_BINARY} is missing: cd dicom_scp_server && cargo build --release --locked")
+    port, http_port = free_port(), free_port()
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "DATABASE_URL": database_url,
+        "WEBHOOK_SECRET": "stow-tests",
+        "DJANGO_WEBHOOK_URL": f"http://127.0.0.1:{free_port()}/api/dicom/received/",
+        "STORAGE_ROOT": str(storage_root),
+        "DICOM_AE_TITLE": SCP_AE_TITLE,
+        "DICOM_PORT": str(port),
+        "DICOM_BIND_ADDRESS": "127.0.0.1",
+        "SCP_HTTP_PORT": str(http_port),
+        "DICOM_ALLOWED_CALLING_AE_TITLES": MODALITY_AE_TITLE,
+        "RUST_LOG": "warn",
+    }
+    proc = subprocess.Popen([str(SCP_BINARY)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{http_port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the SCP did not start: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}")
+            time.sleep(0.1)
+        yield Scp(port=port, ae_title=SCP_AE_TITLE)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def technologist_token(transactional_db: None) -> str:
+    """A technologist may store (STOW-RS); a radiologist reads."""
+    from django.contrib.auth.models import Group, User
+
+    from noctis_pro.accounts.services import api_token_create
+
+    user = User.objects.create_user(username="tech.smith", password="another correct horse 42")
+    user.groups.add(Group.objects.get_or_create(name="technologist")[0])
+    return api_token_create(user=user, name="stow tests")
+
+
+@pytest.fixture
+def stow_server(dicomweb_settings: Settings, scp: Scp) -> Iterator[str]:
+    """The app, storing through `scp`."""
+    settings = dicomweb_settings.model_copy(update={"dicom_port": scp.port, "dicom_ae_title": scp.ae_title})
+    with serving(settings) as address:
+        yield f"http://{address}"
+
+
+@pytest.fixture
+def stow_client(stow_server: str, technologist_token: str) -> DICOMwebClient:
+    return DICOMwebClient(url=stow_server + DICOMWEB, headers={"Authorization": f"Bearer {technologist_token}"})
+
+
+@pytest.fixture
+def stow_http(stow_server: str, technologist_token: str) -> Iterator[httpx.Client]:
+    headers = {"Authorization": f"Bearer {technologist_token}"}
+    with httpx.Client(base_url=stow_server + DICOMWEB, headers=headers, timeout=60) as c:
+        yield c
+
+
+def receipts_index_pending() -> list[str]:
+    """Index every unindexed receipt, as the webhook would; returns their SOP Instance UIDs."""
+    from noctis_pro.pacs.models import Receipt
+
+    pending = list(Receipt.objects.filter(indexed_at=None).values_list("pk", "sop_instance_uid"))
+    result = receipts_index(receipt_ids=[pk for pk, _ in pending])
+    assert not result.failed, result.failed
+    return [sop for _, sop in pending]
