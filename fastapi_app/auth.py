@@ -23,6 +23,7 @@ from typing import Any
 import asyncpg
 
 from fastapi_app import sql
+from noctis_pro.contracts import access, roles
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,18 @@ class User:
     is_superuser: bool
     is_staff: bool
     groups: list[str] = field(default_factory=list)
+    facility_ids: list[int] = field(default_factory=list)  # the facilities the user belongs to
+
+    @property
+    def permissions(self) -> frozenset[str]:
+        return roles.permissions_for(is_superuser=self.is_superuser, groups=self.groups)
+
+    @property
+    def visible_facility_ids(self) -> list[int] | None:
+        """The facility rule (contracts.access): None = every study; 0 stands for "no facility"."""
+        return access.visible_facility_ids(
+            is_superuser=self.is_superuser, groups=self.groups, member_of=self.facility_ids
+        )
 
     def public(self) -> dict[str, Any]:
         return {
@@ -49,12 +62,18 @@ class User:
             "is_superuser": self.is_superuser,
             "is_staff": self.is_staff,
             "groups": list(self.groups),
+            "permissions": sorted(self.permissions),
         }
 
 
 def _user(row: sql.UserRow) -> User:
     return User(
-        id=row.id, username=row.username, is_superuser=row.is_superuser, is_staff=row.is_staff, groups=row.groups
+        id=row.id,
+        username=row.username,
+        is_superuser=row.is_superuser,
+        is_staff=row.is_staff,
+        groups=row.groups,
+        facility_ids=row.facility_ids,
     )
 
 

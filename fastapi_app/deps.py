@@ -1,4 +1,5 @@
-"""Dependencies as Annotated aliases: PoolDep, RedisDep, SettingsDep, CurrentUser.
+"""Dependencies as Annotated aliases: PoolDep, RedisDep, SettingsDep, CurrentUser; and the access checks
+(roles and facilities, noctis_pro.contracts) every study route runs: `study_access`, `permission_required`.
 
 They take an HTTPConnection, so the same aliases serve HTTP routes and the WebSocket.
 """
@@ -12,9 +13,10 @@ import redis.asyncio as redis
 from fastapi import Depends
 from starlette.requests import HTTPConnection
 
-from fastapi_app import auth
-from fastapi_app.errors import NotAuthenticatedError
+from fastapi_app import auth, sql
+from fastapi_app.errors import ForbiddenError, NotAuthenticatedError, UnknownSeriesError, UnknownStudyError
 from fastapi_app.settings import Settings, get_settings
+from noctis_pro.contracts import access, roles
 
 
 def _pool(conn: HTTPConnection) -> asyncpg.Pool:
@@ -51,3 +53,44 @@ def remote_addr(conn: HTTPConnection) -> str:
     if forwarded:
         return forwarded.split(",")[0].strip()[:64]
     return conn.client.host[:64] if conn.client else ""
+
+
+def permission_required(permission: str):  # type: ignore[no-untyped-def]
+    """A dependency: 403 unless the user's roles (contracts.roles) allow `permission`."""
+    assert permission in roles.PERMISSIONS, permission
+
+    async def check(user: CurrentUser) -> auth.User:
+        if permission not in user.permissions:
+            raise ForbiddenError(f"your role does not allow {permission}")
+        return user
+
+    return Depends(check)
+
+
+# Path parameters that name a study or a series, across the REST and DICOMweb routers.
+_STUDY_PARAMS = ("study", "study_uid")
+_SERIES_PARAMS = ("series_uid",)
+
+
+async def study_access(conn: HTTPConnection, user: CurrentUser, pool: PoolDep) -> None:
+    """Mounted on every study router (main.py): the role may read (GET) or store (POST), and a study or series
+    named in the path is in the user's facilities (contracts.access); one outside is 404, as if it did not exist,
+    so its existence does not leak. Searches apply the same rule in their SQL."""
+    method = conn.scope.get("method", "GET")
+    permission = roles.STUDY_VIEW if method in {"GET", "HEAD", "OPTIONS"} else roles.STUDY_STORE
+    if permission not in user.permissions:
+        raise ForbiddenError(f"your role does not allow {permission}")
+    visible = user.visible_facility_ids
+    if visible is None:
+        return
+    params = conn.path_params
+    for name in _STUDY_PARAMS:
+        if name in params:
+            found = await sql.study_facility(pool, study_uid=str(params[name]))
+            if found.exists and not access.facility_visible(found.facility_id, visible):
+                raise UnknownStudyError(f"no study {params[name]}")
+    for name in _SERIES_PARAMS:
+        if name in params:
+            found = await sql.series_facility(pool, series_uid=str(params[name]))
+            if found.exists and not access.facility_visible(found.facility_id, visible):
+                raise UnknownSeriesError(f"no series {params[name]}")

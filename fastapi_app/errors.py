@@ -32,6 +32,12 @@ class NotAuthenticatedError(ApiError):
     headers = {"WWW-Authenticate": "Bearer"}
 
 
+class ForbiddenError(ApiError):
+    """Logged in, but the user's role does not allow this (contracts.roles)."""
+
+    status = 403
+
+
 class UnknownStudyError(ApiError):
     status = 404
 

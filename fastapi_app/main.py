@@ -12,9 +12,10 @@ from contextlib import asynccontextmanager
 
 import asyncpg
 import redis.asyncio as redis
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from fastapi_app.deps import study_access
 from fastapi_app.errors import errors_install
 from fastapi_app.routers import analyses, dicomweb, docs, health, studies, users, ws
 from fastapi_app.settings import ConfigError, Settings, get_settings
@@ -87,8 +88,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router, prefix=API_PREFIX)
     app.include_router(users.router, prefix=API_PREFIX)
     app.include_router(analyses.router, prefix=API_PREFIX)
-    app.include_router(studies.router, prefix=API_PREFIX)
-    app.include_router(dicomweb.router, prefix=API_PREFIX)
+    # Roles and facilities (noctis_pro.contracts) on every study route: deps.study_access.
+    app.include_router(studies.router, prefix=API_PREFIX, dependencies=[Depends(study_access)])
+    app.include_router(dicomweb.router, prefix=API_PREFIX, dependencies=[Depends(study_access)])
     app.include_router(ws.router)
     app.include_router(docs.docs_router(prefix=API_PREFIX, openapi_url=app.openapi_url or "", title=app.title))
     return app

@@ -541,13 +541,13 @@ ANALYSIS_STUDY_ID = "SELECT id FROM pacs_study WHERE study_instance_uid = $1"
 ANALYSES_REQUEST = """
     INSERT INTO ai_analysis (study_id, series_id, analyzer, status, attempts, max_attempts, worker, requested_by,
                              result, error, created_at)
-    SELECT $1, t.series_id, $2, 'pending', 0, 3, '', $5, NULL, '', now()
+    SELECT $1::bigint, t.series_id, $2::text, 'pending', 0, 3, '', $5::text, NULL, '', now()
     FROM (SELECT NULL::bigint AS series_id WHERE $3::boolean IS NOT TRUE
           UNION ALL
           SELECT se.id FROM pacs_series se
-          WHERE $3::boolean AND se.study_id = $1 AND ($4::text IS NULL OR se.series_instance_uid = $4)
+          WHERE $3::boolean AND se.study_id = $1::bigint AND ($4::text IS NULL OR se.series_instance_uid = $4)
             AND upper(se.modality) <> ALL($6::text[])) t
-    WHERE NOT EXISTS (SELECT 1 FROM ai_analysis w WHERE w.study_id = $1 AND w.analyzer = $2
+    WHERE NOT EXISTS (SELECT 1 FROM ai_analysis w WHERE w.study_id = $1::bigint AND w.analyzer = $2::text
                       AND w.series_id IS NOT DISTINCT FROM t.series_id AND w.status = 'pending')
     RETURNING id"""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Sequence
 
 from fastapi_app import sql
 from fastapi_app.errors import InvalidRequestError
@@ -44,6 +45,7 @@ def study_query_build(
     sort: str | None = None,
     limit: int = DEFAULT_LIMIT,
     offset: int = 0,
+    visible_facility_ids: Sequence[int] | None = (),  # contracts.access; the default shows nothing
 ) -> sql.StudyQuery:
     sort_key = sort or DEFAULT_SORT
     if sort_key not in sql.STUDY_SORTS:
@@ -63,6 +65,7 @@ def study_query_build(
         sort=sort_key,
         limit=limit,
         offset=offset,
+        visible_facility_ids=None if visible_facility_ids is None else list(visible_facility_ids),
     )
 
 

@@ -93,6 +93,7 @@ def _retrieve_url(base: str, level: str, row: dict[str, Any]) -> str:
 async def _search(
     request: Request,
     pool: asyncpg.Pool,
+    user: CurrentUser,
     settings: Settings,
     *,
     levels: Sequence[str],
@@ -103,7 +104,12 @@ async def _search(
     level = levels[-1]
     # One row more than the page shows whether there are more.
     rows = await sql.qido_search(
-        pool, level=level, filters=parsed.filters, limit=parsed.limit + 1, offset=parsed.offset
+        pool,
+        level=level,
+        filters=parsed.filters,
+        limit=parsed.limit + 1,
+        offset=parsed.offset,
+        visible_facility_ids=user.visible_facility_ids,  # the facility rule, contracts.access
     )
     headers = {}
     if len(rows) > parsed.limit:  # PS3.18 8.3.4.2: say that the page is not the whole answer
@@ -118,17 +124,17 @@ async def _search(
 
 @router.get("/studies", responses=_JSON_RESPONSE, summary="QIDO-RS: search for studies")
 async def studies_search(request: Request, pool: PoolDep, user: CurrentUser, settings: SettingsDep) -> Response:
-    return await _search(request, pool, settings, levels=("study",))
+    return await _search(request, pool, user, settings, levels=("study",))
 
 
 @router.get("/series", responses=_JSON_RESPONSE, summary="QIDO-RS: search for series (study keys allowed)")
 async def series_search(request: Request, pool: PoolDep, user: CurrentUser, settings: SettingsDep) -> Response:
-    return await _search(request, pool, settings, levels=("study", "series"))
+    return await _search(request, pool, user, settings, levels=("study", "series"))
 
 
 @router.get("/instances", responses=_JSON_RESPONSE, summary="QIDO-RS: search for instances (any level's keys)")
 async def instances_search(request: Request, pool: PoolDep, user: CurrentUser, settings: SettingsDep) -> Response:
-    return await _search(request, pool, settings, levels=("study", "series", "instance"))
+    return await _search(request, pool, user, settings, levels=("study", "series", "instance"))
 
 
 @router.get("/studies/{study}/series", responses=_JSON_RESPONSE, summary="QIDO-RS: the series of a study")
@@ -136,7 +142,7 @@ async def study_series_search(
     study: str, request: Request, pool: PoolDep, user: CurrentUser, settings: SettingsDep
 ) -> Response:
     fixed = {"StudyInstanceUID": [_uid("StudyInstanceUID", study)]}
-    return await _search(request, pool, settings, levels=("series",), fixed=fixed)
+    return await _search(request, pool, user, settings, levels=("series",), fixed=fixed)
 
 
 @router.get("/studies/{study}/instances", responses=_JSON_RESPONSE, summary="QIDO-RS: the instances of a study")
@@ -144,7 +150,7 @@ async def study_instances_search(
     study: str, request: Request, pool: PoolDep, user: CurrentUser, settings: SettingsDep
 ) -> Response:
     fixed = {"StudyInstanceUID": [_uid("StudyInstanceUID", study)]}
-    return await _search(request, pool, settings, levels=("series", "instance"), fixed=fixed)
+    return await _search(request, pool, user, settings, levels=("series", "instance"), fixed=fixed)
 
 
 @router.get(
@@ -159,7 +165,7 @@ async def series_instances_search(
         "StudyInstanceUID": [_uid("StudyInstanceUID", study)],
         "SeriesInstanceUID": [_uid("SeriesInstanceUID", series)],
     }
-    return await _search(request, pool, settings, levels=("instance",), fixed=fixed)
+    return await _search(request, pool, user, settings, levels=("instance",), fixed=fixed)
 
 
 # --- WADO-RS -----------------------------------------------------------------------------------------------------

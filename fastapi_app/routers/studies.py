@@ -1,6 +1,7 @@
 """JSON REST for the app: the study list (worklist search), a study with its series, a series' instances.
 
-Viewing a study or a series writes an audit row (who, what, from where).
+Viewing a study or a series writes an audit row (who, what, from where). Roles and facilities are checked by
+deps.study_access, mounted on this router in main.py; the list applies the facility rule in its SQL.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ async def studies_list(
         sort=sort,
         limit=limit,
         offset=offset,
+        visible_facility_ids=user.visible_facility_ids,
     )
     rows = await sql.studies_search(pool, q)
     total = total_without_count(limit=limit, offset=offset, returned=len(rows))

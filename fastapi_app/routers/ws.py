@@ -4,6 +4,9 @@ The handshake is authenticated (Bearer header, the session cookie, or `?token=` 
 headers); an anonymous one is refused before it is accepted, which the server answers with HTTP 403. A live
 connection first gets {"type": "hello", "user": ...}; a text "ping" (or {"type": "ping"}) gets
 {"type": "pong"}. If Redis goes away the relay re-subscribes with back-off and the socket stays open.
+
+Roles and facilities (noctis_pro.contracts): a user whose role may not view studies is refused like an anonymous
+one; an event about a study (any event with "study_instance_uid") reaches only users who may see that study.
 """
 
 from __future__ import annotations
@@ -12,18 +15,20 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from urllib.parse import urlsplit
 
+import asyncpg
 import redis.asyncio as redis
 import redis.exceptions
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
 
-from fastapi_app import auth
+from fastapi_app import auth, sql
 from fastapi_app.deps import PoolDep, RedisDep, SettingsDep
 from fastapi_app.errors import DATABASE_UNAVAILABLE
 from fastapi_app.settings import Settings
-from noctis_pro.contracts import events
+from noctis_pro.contracts import access, events, roles
 
 logger = logging.getLogger(__name__)
 router = APIRouter()
@@ -59,7 +64,41 @@ async def _handshake_user(ws: WebSocket, pool: PoolDep, settings: Settings) -> a
     return None
 
 
-async def _relay(ws: WebSocket, redis_client: redis.Redis, hello: dict[str, object]) -> None:
+class StudyFilter:
+    """Whether an event's study is visible to the socket's user; each study's facility is looked up once per
+    FACILITY_TTL seconds (a burst of events for one study costs one query)."""
+
+    FACILITY_TTL = 10.0
+
+    def __init__(self, pool: asyncpg.Pool, user: auth.User) -> None:
+        self.pool = pool
+        self.visible = user.visible_facility_ids
+        self.cache: dict[str, tuple[float, bool]] = {}
+
+    async def allows(self, text: str) -> bool:
+        if self.visible is None:
+            return True
+        try:
+            event = json.loads(text)
+        except ValueError:
+            return False
+        uid = event.get("study_instance_uid") if isinstance(event, dict) else None
+        if not isinstance(uid, str):
+            return True  # not about a study (task.echo)
+        now = time.monotonic()
+        hit = self.cache.get(uid)
+        if hit is not None and now - hit[0] < self.FACILITY_TTL:
+            return hit[1]
+        found = await sql.study_facility(self.pool, study_uid=uid)
+        # A study no longer (or not yet) indexed has no facility and no patient data to protect: relayed.
+        allowed = not found.exists or access.facility_visible(found.facility_id, self.visible)
+        if len(self.cache) > 10_000:
+            self.cache.clear()
+        self.cache[uid] = (now, allowed)
+        return allowed
+
+
+async def _relay(ws: WebSocket, redis_client: redis.Redis, hello: dict[str, object], study_filter: StudyFilter) -> None:
     """Redis -> socket, forever; a lost Redis connection is re-subscribed with back-off.
 
     `hello` goes out after the first subscription attempt, so a client that sees it does not miss later events
@@ -86,7 +125,9 @@ async def _relay(ws: WebSocket, redis_client: redis.Redis, hello: dict[str, obje
                 if message is None or message.get("type") != "message":
                     continue
                 data = message["data"]
-                await ws.send_text(data.decode() if isinstance(data, bytes) else str(data))
+                text = data.decode() if isinstance(data, bytes) else str(data)
+                if await study_filter.allows(text):
+                    await ws.send_text(text)
         # Only Redis errors: a socket error from ws.send_text means the client left, which ends the relay.
         except REDIS_DOWN as exc:
             logger.warning("ws relay: Redis subscription lost (%r); re-subscribing in %.1fs", exc, delay)
@@ -128,9 +169,14 @@ async def events_socket(ws: WebSocket, pool: PoolDep, redis_client: RedisDep, se
     if user is None:
         await ws.close(code=POLICY_VIOLATION, reason="authentication required")
         return
+    if roles.STUDY_VIEW not in user.permissions:
+        await ws.close(code=POLICY_VIOLATION, reason=f"your role does not allow {roles.STUDY_VIEW}")
+        return
     await ws.accept()
     hello = {"type": "hello", "user": user.public()}
-    relay = asyncio.create_task(_relay(ws, redis_client, hello), name=f"ws-relay-{user.username}")
+    relay = asyncio.create_task(
+        _relay(ws, redis_client, hello, StudyFilter(pool, user)), name=f"ws-relay-{user.username}"
+    )
     receive = asyncio.create_task(_receive(ws), name=f"ws-receive-{user.username}")
     try:
         done, _ = await asyncio.wait({relay, receive}, return_when=asyncio.FIRST_COMPLETED)

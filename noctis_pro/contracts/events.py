@@ -42,3 +42,14 @@ class TaskEcho(Event):
 
     type: ClassVar[str] = "task.echo"
     token: str
+
+
+@dataclass(frozen=True)
+class ReportSigned(Event):
+    """A radiologist signed a study's report (reports.services.report_sign); the study is now `status`."""
+
+    type: ClassVar[str] = "report.signed"
+    study_instance_uid: str
+    report_id: int
+    signed_by: str
+    status: str

@@ -5,6 +5,7 @@ Tables have explicit names because others rely on them: the Rust SCP writes pacs
 plus the Rust and SQL changes, in one commit.
 """
 
+from django.conf import settings
 from django.contrib.postgres.indexes import GinIndex, OpClass
 from django.db import models
 from django.db.models import Q
@@ -38,6 +39,19 @@ class Patient(models.Model):
         return f"{self.patient_name} ({self.patient_id})"
 
 
+class StudyStatus(models.TextChoices):
+    UNREAD = "unread", "Unread"
+    IN_PROGRESS = "in_progress", "In progress"  # opened by a reader, or a draft report exists
+    REPORTED = "reported", "Reported"  # a preliminary report: written, not yet signed
+    FINAL = "final", "Final"  # the report is signed
+
+
+class StudyPriority(models.TextChoices):
+    STAT = "stat", "STAT"
+    URGENT = "urgent", "Urgent"
+    ROUTINE = "routine", "Routine"
+
+
 class Study(models.Model):
     study_instance_uid = models.CharField(max_length=UID_LENGTH, unique=True)
     patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="studies")
@@ -55,10 +69,20 @@ class Study(models.Model):
     calling_ae = models.CharField(max_length=16, blank=True, default="")
     received_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # Workflow (pacs.workflow): who may see it (contracts.access; NULL = unassigned), where reading stands.
+    facility = models.ForeignKey(
+        "facilities.Facility", null=True, blank=True, on_delete=models.SET_NULL, related_name="studies"
+    )
+    status = models.CharField(max_length=12, choices=StudyStatus.choices, default=StudyStatus.UNREAD)
+    priority = models.CharField(max_length=8, choices=StudyPriority.choices, default=StudyPriority.ROUTINE)
+    assigned_to = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="assigned_studies"
+    )
 
     class Meta:
         db_table = "pacs_study"
         indexes = [
+            models.Index(fields=["status", "-received_at"], name="study_status_received"),
             models.Index(fields=["-study_date", "-study_time"], name="study_date_desc"),
             models.Index(fields=["accession_number"], name="study_accession"),
             models.Index(fields=["-received_at"], name="study_received_desc"),

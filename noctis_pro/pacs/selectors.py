@@ -12,6 +12,7 @@ from django.db.models import Exists, F, OuterRef, QuerySet, Subquery
 from django.db.models.expressions import OrderBy
 from django.db.models.functions import Upper
 
+from noctis_pro.facilities.access import study_visibility_q
 from noctis_pro.pacs import lookups  # noqa: F401  (registers __like)
 from noctis_pro.pacs.models import Instance, Series, Study
 
@@ -60,7 +61,7 @@ def like_pattern(term: str) -> str:
 def studies_for_worklist(*, user: AbstractBaseUser | AnonymousUser, filters: WorklistFilters) -> QuerySet[Study]:
     """Studies matching `filters`, with their patient and a thumbnail series uid (or None), ordered.
 
-    Every authenticated user sees every study for now; per-group restrictions go here.
+    Only the studies of the user's facilities (contracts.access, the one rule).
     """
     thumb = (
         Series.objects.filter(study=OuterRef("pk"))
@@ -68,7 +69,11 @@ def studies_for_worklist(*, user: AbstractBaseUser | AnonymousUser, filters: Wor
         .order_by("series_number", "pk")
         .values("series_instance_uid")[:1]
     )
-    qs = Study.objects.select_related("patient").annotate(thumbnail_series_uid=Subquery(thumb))
+    qs = (
+        Study.objects.select_related("patient", "assigned_to")
+        .filter(study_visibility_q(user))
+        .annotate(thumbnail_series_uid=Subquery(thumb))
+    )
     if filters.patient_name.strip():
         qs = qs.annotate(patient_name_upper=Upper("patient__patient_name")).filter(
             patient_name_upper__like=like_pattern(filters.patient_name)
@@ -92,9 +97,13 @@ def study_for_worklist_row(*, user: AbstractBaseUser | AnonymousUser, study_uid:
     return studies_for_worklist(user=user, filters=WorklistFilters()).filter(study_instance_uid=study_uid).first()
 
 
-def series_thumbnail_path(*, series_uid: str) -> str | None:
-    """The thumbnail's path relative to MEDIA_ROOT, or None when the series has none (yet)."""
-    relpath = Series.objects.filter(series_instance_uid=series_uid).values_list("thumbnail", flat=True).first()
+def series_thumbnail_path(*, user: AbstractBaseUser | AnonymousUser, series_uid: str) -> str | None:
+    """The thumbnail's path relative to MEDIA_ROOT, or None when the series has none (yet) or is not visible."""
+    relpath = (
+        Series.objects.filter(study_visibility_q(user, prefix="study__"), series_instance_uid=series_uid)
+        .values_list("thumbnail", flat=True)
+        .first()
+    )
     return relpath or None
 
 
@@ -120,7 +129,11 @@ def study_inventory_rows(
 
 def study_detail(*, user: AbstractBaseUser | AnonymousUser, study_uid: str) -> Study | None:
     """A study with its patient and its series (ordered by number), or None."""
-    study = Study.objects.select_related("patient").filter(study_instance_uid=study_uid).first()
+    study = (
+        Study.objects.select_related("patient", "assigned_to")
+        .filter(study_visibility_q(user), study_instance_uid=study_uid)
+        .first()
+    )
     if study is not None:
         study.series_list = list(study.series.order_by(F("series_number").asc(nulls_last=True), "pk"))
     return study

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from django.conf import settings
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Group, User
 from django.test import Client
 from pydicom.uid import generate_uid
 
@@ -25,6 +25,7 @@ XSS_NAME = "<img src=x onerror=alert(1)>"
 @pytest.fixture
 def radiologist(client: Client) -> User:
     user = User.objects.create_user("reader", password="a-long-test-password")
+    user.groups.add(Group.objects.get_or_create(name="radiologist")[0])  # a role (contracts.roles) to see studies
     client.force_login(user)
     return user
 
@@ -45,7 +46,8 @@ def test_pages_redirect_anonymous_visitors_to_login(client: Client, url: str) ->
 
 
 def test_login_page_and_logout_by_post(client: Client) -> None:
-    User.objects.create_user("reader", password="a-long-test-password")
+    reader = User.objects.create_user("reader", password="a-long-test-password")
+    reader.groups.add(Group.objects.get_or_create(name="radiologist")[0])
     page = client.get("/login/")
     assert page.status_code == 200
     assert b'name="password"' in page.content

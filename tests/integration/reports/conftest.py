@@ -1,0 +1,5 @@
+"""Fixtures for the report tests: an indexed study and users per role."""
+
+from tests.integration.django.receipts import archive, storage_root
+
+__all__ = ["archive", "storage_root"]
