@@ -41,9 +41,9 @@ migrations-check: install-test  ## Django owns the schema: models and migrations
 fmt: install-test  ## format Python and Rust
 	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format . && cd $(SCP) && cargo fmt --all
 
-install: $(VENV)/.run-installed scp-release  ## Debian packages, the virtualenv, the release SCP
+install: $(VENV)/.run-installed scp-release viewer-build  ## Debian packages, the virtualenv, the release SCP, the viewer bundle
 
-install-test: $(VENV)/.test-installed scp-release
+install-test: $(VENV)/.test-installed scp-release viewer-build
 
 $(VENV)/.run-installed: requirements.txt
 	@ops/install-system.sh run
@@ -54,6 +54,22 @@ $(VENV)/.run-installed: requirements.txt
 $(VENV)/.test-installed: $(VENV)/.run-installed requirements-dev.txt
 	@ops/install-system.sh test
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	@touch $@
+
+# The viewer bundle (Cornerstone3D, vite) into noctis_pro/static/viewer/, where collectstatic finds it. File
+# targets: `npm ci` only when the lockfile changed, the build only when a source did. Needs Node >= 20.19.
+VIEWER := viewer
+VIEWER_BUNDLE := noctis_pro/static/viewer/viewer.js
+.PHONY: viewer-build
+viewer-build: $(VIEWER_BUNDLE)  ## build the viewer bundle (npm ci + vite) when its sources changed
+
+$(VIEWER)/node_modules/.package-lock.json: $(VIEWER)/package-lock.json $(VIEWER)/package.json
+	@command -v npm >/dev/null || { echo "the viewer needs Node.js >= 20.19 and npm (not found)" >&2; exit 1; }
+	cd $(VIEWER) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+$(VIEWER_BUNDLE): $(VIEWER)/node_modules/.package-lock.json $(VIEWER)/vite.config.js $(wildcard $(VIEWER)/src/*)
+	cd $(VIEWER) && npm run --silent build -- --logLevel warn
 	@touch $@
 
 .PHONY: scp-release

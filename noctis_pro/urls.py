@@ -16,4 +16,5 @@ urlpatterns = [
     path("", include("noctis_pro.reports.urls")),
     path("", include("noctis_pro.worklist.urls")),
     path("", include("noctis_pro.exports.urls")),
+    path("", include("noctis_pro.viewer.urls")),
 ]
