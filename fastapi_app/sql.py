@@ -12,7 +12,7 @@ import datetime as dt
 import json
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import asyncpg
@@ -31,7 +31,9 @@ async def database_ping(pool: asyncpg.Pool) -> None:
 _USER_COLUMNS = """
     u.id, u.username, u.is_superuser, u.is_staff, u.password,
     ARRAY(SELECT g.name FROM auth_user_groups ug JOIN auth_group g ON g.id = ug.group_id
-          WHERE ug.user_id = u.id ORDER BY g.name) AS groups"""
+          WHERE ug.user_id = u.id ORDER BY g.name) AS groups,
+    ARRAY(SELECT fm.facility_id FROM facilities_facility_members fm
+          WHERE fm.user_id = u.id ORDER BY fm.facility_id) AS facility_ids"""
 
 USER_BY_TOKEN_HASH = f"""
     SELECT t.id AS token_id, t.last_used_at, {_USER_COLUMNS}
@@ -58,6 +60,7 @@ class UserRow:
     is_staff: bool
     password: str
     groups: list[str]
+    facility_ids: list[int]
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,7 @@ def _user(record: asyncpg.Record) -> UserRow:
         is_staff=record["is_staff"],
         password=record["password"],
         groups=list(record["groups"]),
+        facility_ids=list(record["facility_ids"]),
     )
 
 
@@ -118,7 +122,8 @@ _STUDY_FILTERS = """
       AND ($4::text IS NULL OR (s.modalities_in_study LIKE $5
                                 AND $4 = ANY(string_to_array(s.modalities_in_study, '\\'))))
       AND ($6::date IS NULL OR s.study_date >= $6)
-      AND ($7::date IS NULL OR s.study_date <= $7)"""
+      AND ($7::date IS NULL OR s.study_date <= $7)
+      AND ($8::bigint[] IS NULL OR COALESCE(s.facility_id, 0) = ANY($8))"""
 
 # The whitelist of sort keys; the orders match the indexes study_date_desc, study_received_desc, study_accession.
 STUDY_SORTS: dict[str, str] = {
@@ -134,7 +139,7 @@ STUDY_SORTS: dict[str, str] = {
 
 # One named statement per sort key, built once from constants (never from a request).
 STUDIES_SEARCH: dict[str, str] = {
-    key: f"SELECT {_STUDY_COLUMNS} {_STUDY_FILTERS} ORDER BY {order} LIMIT $8 OFFSET $9"
+    key: f"SELECT {_STUDY_COLUMNS} {_STUDY_FILTERS} ORDER BY {order} LIMIT $9 OFFSET $10"
     for key, order in STUDY_SORTS.items()
 }
 STUDIES_COUNT = f"SELECT count(*) {_STUDY_FILTERS}"
@@ -162,6 +167,8 @@ class StudyQuery:
     sort: str = "-study_date"
     limit: int = 50
     offset: int = 0
+    # contracts.access: None = every study; the default (nothing) is safe when a caller forgets it.
+    visible_facility_ids: list[int] | None = field(default_factory=list)
 
     def filter_binds(self) -> tuple[Any, ...]:
         modality_like = None if self.modality is None else "%" + _like_escape(self.modality) + "%"
@@ -173,6 +180,7 @@ class StudyQuery:
             modality_like,
             self.date_from,
             self.date_to,
+            self.visible_facility_ids,
         )
 
 
@@ -313,7 +321,8 @@ async def audit_record(
 # --- DICOMweb QIDO-RS (fastapi_app/dicomweb/qido.py) ------------------------------------------------------------
 # One statement per level. Every filter is optional (`$n IS NULL OR ...`, planned per call with its real values):
 # the study filters are $1..$21 in all three, the series filters $22..$29 in the series and instance statements,
-# the instance filters $30..$32. Exact values and LIKE patterns are separate binds so an exact value can use a
+# the instance filters $30..$32; after limit and offset comes the facility rule (section "facilities" below).
+# Exact values and LIKE patterns are separate binds so an exact value can use a
 # b-tree index; patient names go through the same upper(...) trigram index as the REST study list.
 
 _QIDO_STUDY_COLUMNS = """
@@ -370,6 +379,7 @@ QIDO_STUDIES = f"""
     SELECT {_QIDO_STUDY_COLUMNS}
     FROM pacs_study st JOIN pacs_patient p ON p.id = st.patient_id
     WHERE {_QIDO_STUDY_WHERE}
+      AND ($24::bigint[] IS NULL OR COALESCE(st.facility_id, 0) = ANY($24))
     ORDER BY st.study_date DESC, st.study_time DESC, st.id DESC
     LIMIT $22 OFFSET $23"""  # noqa: S608 (constant fragments)
 
@@ -377,6 +387,7 @@ QIDO_SERIES = f"""
     SELECT {_QIDO_STUDY_COLUMNS}, {_QIDO_SERIES_COLUMNS}
     FROM pacs_series se JOIN pacs_study st ON st.id = se.study_id JOIN pacs_patient p ON p.id = st.patient_id
     WHERE {_QIDO_STUDY_WHERE} {_QIDO_SERIES_WHERE}
+      AND ($32::bigint[] IS NULL OR COALESCE(st.facility_id, 0) = ANY($32))
     ORDER BY st.study_date DESC, st.study_time DESC, st.id DESC, se.series_number ASC NULLS LAST, se.id ASC
     LIMIT $30 OFFSET $31"""  # noqa: S608 (constant fragments)
 
@@ -385,6 +396,7 @@ QIDO_INSTANCES = f"""
     FROM pacs_instance i JOIN pacs_series se ON se.id = i.series_id JOIN pacs_study st ON st.id = se.study_id
          JOIN pacs_patient p ON p.id = st.patient_id
     WHERE {_QIDO_STUDY_WHERE} {_QIDO_SERIES_WHERE} {_QIDO_INSTANCE_WHERE}
+      AND ($35::bigint[] IS NULL OR COALESCE(st.facility_id, 0) = ANY($35))
     ORDER BY st.study_date DESC, st.study_time DESC, st.id DESC, se.series_number ASC NULLS LAST, se.id ASC,
              i.instance_number ASC NULLS LAST, i.id ASC
     LIMIT $33 OFFSET $34"""  # noqa: S608 (constant fragments)
@@ -442,11 +454,18 @@ QIDO_STATEMENTS: dict[str, tuple[str, int]] = {
 
 
 async def qido_search(
-    pool: asyncpg.Pool, *, level: str, filters: QidoFilters, limit: int, offset: int
+    pool: asyncpg.Pool,
+    *,
+    level: str,
+    filters: QidoFilters,
+    limit: int,
+    offset: int,
+    visible_facility_ids: list[int] | None,
 ) -> list[dict[str, Any]]:
-    """Rows of one QIDO level ("study", "series", "instance"), as dicts keyed by the column names above."""
+    """Rows of one QIDO level ("study", "series", "instance"), as dicts keyed by the column names above, of the
+    studies in `visible_facility_ids` (contracts.access; the bind after limit and offset)."""
     statement, count = QIDO_STATEMENTS[level]
-    records = await pool.fetch(statement, *filters.binds(count), limit, offset)
+    records = await pool.fetch(statement, *filters.binds(count), limit, offset, visible_facility_ids)
     return [dict(r) for r in records]
 
 
@@ -481,6 +500,238 @@ async def instances_for_retrieve(
     """The stored files of a study, or of one of its series, or one instance, in series and instance order."""
     records = await pool.fetch(WADO_INSTANCES, study_uid, series_uid, sop_uid)
     return [StoredInstance(**dict(r)) for r in records]
+
+
+# --- DICOMweb metadata cache (pacs_seriesmetadata, built by noctis_pro/pacs/metadata.py) --------------------------
+# A series' row is current while its stamp equals the series (updated_at and number_of_instances change whenever
+# indexing touches it); otherwise the metadata is read from the files.
+
+METADATA_SERIES_PLAN = """
+    SELECT se.id AS series_id, se.series_instance_uid,
+           (sm.series_id IS NOT NULL AND sm.series_updated_at = se.updated_at
+            AND sm.instance_count = se.number_of_instances) AS cached
+    FROM pacs_study st JOIN pacs_series se ON se.study_id = st.id
+         LEFT JOIN pacs_seriesmetadata sm ON sm.series_id = se.id
+    WHERE st.study_instance_uid = $1 AND ($2::text IS NULL OR se.series_instance_uid = $2)
+    ORDER BY se.series_number ASC NULLS LAST, se.id ASC"""
+
+METADATA_SERIES_DATA = """
+    SELECT sm.data FROM pacs_seriesmetadata sm JOIN pacs_series se ON se.id = sm.series_id
+    WHERE sm.series_id = $1 AND sm.series_updated_at = se.updated_at AND sm.instance_count = se.number_of_instances"""
+
+
+@dataclass(frozen=True)
+class MetadataSeries:
+    series_id: int
+    series_instance_uid: str
+    cached: bool  # a current cache row exists
+
+
+async def metadata_plan(pool: asyncpg.Pool, *, study_uid: str, series_uid: str | None) -> list[MetadataSeries]:
+    """The series of a study (or one of them) in retrieve order, each saying whether its cached metadata is current."""
+    records = await pool.fetch(METADATA_SERIES_PLAN, study_uid, series_uid)
+    return [MetadataSeries(**dict(r)) for r in records]
+
+
+async def metadata_cached(pool: asyncpg.Pool, *, series_id: int) -> bytes | None:
+    """The series' gzip-compressed metadata if still current (one read), else None."""
+    data = await pool.fetchval(METADATA_SERIES_DATA, series_id)
+    return None if data is None else bytes(data)
+
+
+# --- facilities: who may see a study (noctis_pro.contracts.access) -------------------------------------------------
+# Every study statement above that lists or finds studies takes the visible facility ids as one bigint[] bind:
+# NULL = everything (admins); 0 in the list stands for studies without a facility.
+
+STUDY_FACILITY = "SELECT facility_id FROM pacs_study WHERE study_instance_uid = $1"
+SERIES_STUDY_FACILITY = """
+    SELECT st.facility_id FROM pacs_series se JOIN pacs_study st ON st.id = se.study_id
+    WHERE se.series_instance_uid = $1"""
+
+
+@dataclass(frozen=True)
+class Found:
+    """A look-up's answer: whether the row exists, and its facility (None: unassigned)."""
+
+    exists: bool
+    facility_id: int | None
+
+
+async def study_facility(pool: asyncpg.Pool, *, study_uid: str) -> Found:
+    record = await pool.fetchrow(STUDY_FACILITY, study_uid)
+    return Found(exists=record is not None, facility_id=None if record is None else record["facility_id"])
+
+
+async def series_facility(pool: asyncpg.Pool, *, series_uid: str) -> Found:
+    record = await pool.fetchrow(SERIES_STUDY_FACILITY, series_uid)
+    return Found(exists=record is not None, facility_id=None if record is None else record["facility_id"])
+
+
+# --- nodes and transfers (routers/nodes.py; tables pacs_node, pacs_forwardrule, pacs_transfer) -----------------
+# Django's models give the capabilities and most transfer columns database defaults, so these inserts name only
+# what they set. Node deletes do here what Django's on_delete does: rules go, transfers keep the node's name.
+
+_NODE_COLUMNS = """
+    id, name, ae_title, host, port, enabled, may_store, may_query, may_retrieve, may_receive,
+    last_success_at, last_error, created_at"""
+
+NODES_LIST = f"SELECT {_NODE_COLUMNS} FROM pacs_node ORDER BY name"  # noqa: S608 (constant fragment)
+NODE_BY_ID = f"SELECT {_NODE_COLUMNS} FROM pacs_node WHERE id = $1"  # noqa: S608 (constant fragment)
+NODE_INSERT = f"""
+    INSERT INTO pacs_node (name, ae_title, host, port, enabled, may_store, may_query, may_retrieve, may_receive,
+                           last_error, created_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, '', now())
+    RETURNING {_NODE_COLUMNS}"""  # noqa: S608 (constant fragment)
+NODE_UPDATE = f"""
+    UPDATE pacs_node SET name = $2, ae_title = $3, host = $4, port = $5, enabled = $6, may_store = $7,
+                         may_query = $8, may_retrieve = $9, may_receive = $10
+    WHERE id = $1
+    RETURNING {_NODE_COLUMNS}"""  # noqa: S608 (constant fragment)
+NODE_RULES_DELETE = "DELETE FROM pacs_forwardrule WHERE node_id = $1"
+NODE_TRANSFERS_DETACH = "UPDATE pacs_transfer SET node_id = NULL WHERE node_id = $1"
+NODE_DELETE = "DELETE FROM pacs_node WHERE id = $1"
+
+STUDY_SERIES_EXISTS = """
+    SELECT st.id AS study_id,
+           ($2::text IS NULL OR EXISTS (SELECT 1 FROM pacs_series se
+                                        WHERE se.study_id = st.id AND se.series_instance_uid = $2)) AS series_found
+    FROM pacs_study st WHERE st.study_instance_uid = $1"""
+
+_TRANSFER_COLUMNS = """
+    id, kind, status, node_id, node_name, study_instance_uid, series_instance_uid,
+    jsonb_array_length(sop_instance_uids) AS instances_listed, requested_by_id, total, completed, failed, attempts,
+    error, created_at, started_at, finished_at, updated_at"""
+TRANSFER_INSERT = f"""
+    INSERT INTO pacs_transfer (kind, node_id, node_name, study_instance_uid, series_instance_uid, requested_by_id)
+    VALUES ($1, $2, $3, $4, $5, $6)
+    RETURNING {_TRANSFER_COLUMNS}"""  # noqa: S608 (constant fragment)
+TRANSFER_BY_ID = f"SELECT {_TRANSFER_COLUMNS} FROM pacs_transfer WHERE id = $1"  # noqa: S608 (constant fragment)
+# $1 status, $2 node id, $3 study UID, $4 kind (each NULL = any); served by transfer_created_desc.
+TRANSFERS_LIST = f"""
+    SELECT {_TRANSFER_COLUMNS} FROM pacs_transfer
+    WHERE ($1::text IS NULL OR status = $1) AND ($2::bigint IS NULL OR node_id = $2)
+      AND ($3::text IS NULL OR study_instance_uid = $3) AND ($4::text IS NULL OR kind = $4)
+    ORDER BY created_at DESC, id DESC LIMIT $5 OFFSET $6"""  # noqa: S608 (constant fragment)
+TRANSFER_ENQUEUE_FAILED = """
+    UPDATE pacs_transfer SET status = 'failed', error = $2, finished_at = now(), updated_at = now() WHERE id = $1"""
+
+
+@dataclass(frozen=True)
+class NodeRow:
+    id: int
+    name: str
+    ae_title: str
+    host: str
+    port: int
+    enabled: bool
+    may_store: bool
+    may_query: bool
+    may_retrieve: bool
+    may_receive: bool
+    last_success_at: dt.datetime | None
+    last_error: str
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class NodeValues:
+    name: str
+    ae_title: str
+    host: str
+    port: int
+    enabled: bool
+    may_store: bool
+    may_query: bool
+    may_retrieve: bool
+    may_receive: bool
+
+    def binds(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, f.name) for f in fields(self))
+
+
+@dataclass(frozen=True)
+class TransferRow:
+    id: int
+    kind: str
+    status: str
+    node_id: int | None
+    node_name: str
+    study_instance_uid: str
+    series_instance_uid: str
+    instances_listed: int
+    requested_by_id: int | None
+    total: int | None
+    completed: int
+    failed: int
+    attempts: int
+    error: str
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    updated_at: dt.datetime
+
+
+async def nodes_list(pool: asyncpg.Pool) -> list[NodeRow]:
+    return [NodeRow(**dict(r)) for r in await pool.fetch(NODES_LIST)]
+
+
+async def node_by_id(pool: asyncpg.Pool, *, node_id: int) -> NodeRow | None:
+    record = await pool.fetchrow(NODE_BY_ID, node_id)
+    return None if record is None else NodeRow(**dict(record))
+
+
+async def node_insert(pool: asyncpg.Pool, values: NodeValues) -> NodeRow:
+    """asyncpg.UniqueViolationError when the name or AE title is taken."""
+    return NodeRow(**dict(await pool.fetchrow(NODE_INSERT, *values.binds())))
+
+
+async def node_update(pool: asyncpg.Pool, *, node_id: int, values: NodeValues) -> NodeRow | None:
+    record = await pool.fetchrow(NODE_UPDATE, node_id, *values.binds())
+    return None if record is None else NodeRow(**dict(record))
+
+
+async def node_delete(pool: asyncpg.Pool, *, node_id: int) -> bool:
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(NODE_RULES_DELETE, node_id)
+        await conn.execute(NODE_TRANSFERS_DETACH, node_id)
+        status = await conn.execute(NODE_DELETE, node_id)
+    return status.endswith(" 1")
+
+
+async def study_series_exist(pool: asyncpg.Pool, *, study_uid: str, series_uid: str | None) -> tuple[bool, bool]:
+    """(study found, series found in it or not asked)."""
+    record = await pool.fetchrow(STUDY_SERIES_EXISTS, study_uid, series_uid)
+    return (False, False) if record is None else (True, bool(record["series_found"]))
+
+
+async def transfer_insert(
+    pool: asyncpg.Pool, *, kind: str, node: NodeRow, study_uid: str, series_uid: str, user_id: int
+) -> TransferRow:
+    record = await pool.fetchrow(TRANSFER_INSERT, kind, node.id, node.name, study_uid, series_uid, user_id)
+    return TransferRow(**dict(record))
+
+
+async def transfer_by_id(pool: asyncpg.Pool, *, transfer_id: int) -> TransferRow | None:
+    record = await pool.fetchrow(TRANSFER_BY_ID, transfer_id)
+    return None if record is None else TransferRow(**dict(record))
+
+
+async def transfers_list(
+    pool: asyncpg.Pool,
+    *,
+    status: str | None,
+    node_id: int | None,
+    study_uid: str | None,
+    kind: str | None,
+    limit: int,
+    offset: int,
+) -> list[TransferRow]:
+    records = await pool.fetch(TRANSFERS_LIST, status, node_id, study_uid, kind, limit, offset)
+    return [TransferRow(**dict(r)) for r in records]
+
+
+async def transfer_enqueue_failed(pool: asyncpg.Pool, *, transfer_id: int, error: str) -> None:
+    await pool.execute(TRANSFER_ENQUEUE_FAILED, transfer_id, error)
 
 
 # --- exports (exports_export; built by the Celery task noctis_pro.exports.tasks.export_build_task) --------------

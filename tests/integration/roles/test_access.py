@@ -81,14 +81,16 @@ def test_only_admins_open_the_admin(world: World, name: str) -> None:
     if name.startswith("admin"):
         assert response.status_code == 200
     else:
-        assert response.status_code == 302 and response["Location"].startswith("/admin/login/")
+        assert response.status_code == 302
+        assert response["Location"].startswith("/admin/login/")
 
 
 def test_anonymous_pages_redirect_to_login(world: World) -> None:
     client = Client()
     for route in ["/", *PAGE_ROUTES]:
         response = client.get(_url(route, world, "A"))
-        assert response.status_code == 302 and response["Location"].startswith("/login/"), route
+        assert response.status_code == 302, route
+        assert response["Location"].startswith("/login/"), route
 
 
 @pytest.mark.parametrize("name", sorted(USERS))
