@@ -833,3 +833,170 @@ async def analyses_request(
         )
         rows = await conn.fetch(ANALYSES_PENDING_OF, study_id, analyzer)
     return len(created), rows
+
+
+# --- nodes and transfers (routers/nodes.py; tables pacs_node, pacs_forwardrule, pacs_transfer) -----------------
+# Django's models give the capabilities and most transfer columns database defaults, so these inserts name only
+# what they set. Node deletes do here what Django's on_delete does: rules go, transfers keep the node's name.
+
+_NODE_COLUMNS = """
+    id, name, ae_title, host, port, enabled, may_store, may_query, may_retrieve, may_receive,
+    last_success_at, last_error, created_at"""
+
+NODES_LIST = f"SELECT {_NODE_COLUMNS} FROM pacs_node ORDER BY name"  # noqa: S608 (constant fragment)
+NODE_BY_ID = f"SELECT {_NODE_COLUMNS} FROM pacs_node WHERE id = $1"  # noqa: S608 (constant fragment)
+NODE_INSERT = f"""
+    INSERT INTO pacs_node (name, ae_title, host, port, enabled, may_store, may_query, may_retrieve, may_receive,
+                           last_error, created_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, '', now())
+    RETURNING {_NODE_COLUMNS}"""  # noqa: S608 (constant fragment)
+NODE_UPDATE = f"""
+    UPDATE pacs_node SET name = $2, ae_title = $3, host = $4, port = $5, enabled = $6, may_store = $7,
+                         may_query = $8, may_retrieve = $9, may_receive = $10
+    WHERE id = $1
+    RETURNING {_NODE_COLUMNS}"""  # noqa: S608 (constant fragment)
+NODE_RULES_DELETE = "DELETE FROM pacs_forwardrule WHERE node_id = $1"
+NODE_TRANSFERS_DETACH = "UPDATE pacs_transfer SET node_id = NULL WHERE node_id = $1"
+NODE_DELETE = "DELETE FROM pacs_node WHERE id = $1"
+
+STUDY_SERIES_EXISTS = """
+    SELECT st.id AS study_id,
+           ($2::text IS NULL OR EXISTS (SELECT 1 FROM pacs_series se
+                                        WHERE se.study_id = st.id AND se.series_instance_uid = $2)) AS series_found
+    FROM pacs_study st WHERE st.study_instance_uid = $1"""
+
+_TRANSFER_COLUMNS = """
+    id, kind, status, node_id, node_name, study_instance_uid, series_instance_uid,
+    jsonb_array_length(sop_instance_uids) AS instances_listed, requested_by_id, total, completed, failed, attempts,
+    error, created_at, started_at, finished_at, updated_at"""
+TRANSFER_INSERT = f"""
+    INSERT INTO pacs_transfer (kind, node_id, node_name, study_instance_uid, series_instance_uid, requested_by_id)
+    VALUES ($1, $2, $3, $4, $5, $6)
+    RETURNING {_TRANSFER_COLUMNS}"""  # noqa: S608 (constant fragment)
+TRANSFER_BY_ID = f"SELECT {_TRANSFER_COLUMNS} FROM pacs_transfer WHERE id = $1"  # noqa: S608 (constant fragment)
+# $1 status, $2 node id, $3 study UID, $4 kind (each NULL = any); served by transfer_created_desc.
+TRANSFERS_LIST = f"""
+    SELECT {_TRANSFER_COLUMNS} FROM pacs_transfer
+    WHERE ($1::text IS NULL OR status = $1) AND ($2::bigint IS NULL OR node_id = $2)
+      AND ($3::text IS NULL OR study_instance_uid = $3) AND ($4::text IS NULL OR kind = $4)
+    ORDER BY created_at DESC, id DESC LIMIT $5 OFFSET $6"""  # noqa: S608 (constant fragment)
+TRANSFER_ENQUEUE_FAILED = """
+    UPDATE pacs_transfer SET status = 'failed', error = $2, finished_at = now(), updated_at = now() WHERE id = $1"""
+
+
+@dataclass(frozen=True)
+class NodeRow:
+    id: int
+    name: str
+    ae_title: str
+    host: str
+    port: int
+    enabled: bool
+    may_store: bool
+    may_query: bool
+    may_retrieve: bool
+    may_receive: bool
+    last_success_at: dt.datetime | None
+    last_error: str
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class NodeValues:
+    name: str
+    ae_title: str
+    host: str
+    port: int
+    enabled: bool
+    may_store: bool
+    may_query: bool
+    may_retrieve: bool
+    may_receive: bool
+
+    def binds(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, f.name) for f in fields(self))
+
+
+@dataclass(frozen=True)
+class TransferRow:
+    id: int
+    kind: str
+    status: str
+    node_id: int | None
+    node_name: str
+    study_instance_uid: str
+    series_instance_uid: str
+    instances_listed: int
+    requested_by_id: int | None
+    total: int | None
+    completed: int
+    failed: int
+    attempts: int
+    error: str
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    updated_at: dt.datetime
+
+
+async def nodes_list(pool: asyncpg.Pool) -> list[NodeRow]:
+    return [NodeRow(**dict(r)) for r in await pool.fetch(NODES_LIST)]
+
+
+async def node_by_id(pool: asyncpg.Pool, *, node_id: int) -> NodeRow | None:
+    record = await pool.fetchrow(NODE_BY_ID, node_id)
+    return None if record is None else NodeRow(**dict(record))
+
+
+async def node_insert(pool: asyncpg.Pool, values: NodeValues) -> NodeRow:
+    """asyncpg.UniqueViolationError when the name or AE title is taken."""
+    return NodeRow(**dict(await pool.fetchrow(NODE_INSERT, *values.binds())))
+
+
+async def node_update(pool: asyncpg.Pool, *, node_id: int, values: NodeValues) -> NodeRow | None:
+    record = await pool.fetchrow(NODE_UPDATE, node_id, *values.binds())
+    return None if record is None else NodeRow(**dict(record))
+
+
+async def node_delete(pool: asyncpg.Pool, *, node_id: int) -> bool:
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(NODE_RULES_DELETE, node_id)
+        await conn.execute(NODE_TRANSFERS_DETACH, node_id)
+        status = await conn.execute(NODE_DELETE, node_id)
+    return status.endswith(" 1")
+
+
+async def study_series_exist(pool: asyncpg.Pool, *, study_uid: str, series_uid: str | None) -> tuple[bool, bool]:
+    """(study found, series found in it or not asked)."""
+    record = await pool.fetchrow(STUDY_SERIES_EXISTS, study_uid, series_uid)
+    return (False, False) if record is None else (True, bool(record["series_found"]))
+
+
+async def transfer_insert(
+    pool: asyncpg.Pool, *, kind: str, node: NodeRow, study_uid: str, series_uid: str, user_id: int
+) -> TransferRow:
+    record = await pool.fetchrow(TRANSFER_INSERT, kind, node.id, node.name, study_uid, series_uid, user_id)
+    return TransferRow(**dict(record))
+
+
+async def transfer_by_id(pool: asyncpg.Pool, *, transfer_id: int) -> TransferRow | None:
+    record = await pool.fetchrow(TRANSFER_BY_ID, transfer_id)
+    return None if record is None else TransferRow(**dict(record))
+
+
+async def transfers_list(
+    pool: asyncpg.Pool,
+    *,
+    status: str | None,
+    node_id: int | None,
+    study_uid: str | None,
+    kind: str | None,
+    limit: int,
+    offset: int,
+) -> list[TransferRow]:
+    records = await pool.fetch(TRANSFERS_LIST, status, node_id, study_uid, kind, limit, offset)
+    return [TransferRow(**dict(r)) for r in records]
+
+
+async def transfer_enqueue_failed(pool: asyncpg.Pool, *, transfer_id: int, error: str) -> None:
+    await pool.execute(TRANSFER_ENQUEUE_FAILED, transfer_id, error)

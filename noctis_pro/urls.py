@@ -13,6 +13,7 @@ urlpatterns = [
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
+    path("nodes/", include("noctis_pro.pacs.node_urls")),
     path("", include("noctis_pro.reports.urls")),
     path("", include("noctis_pro.worklist.urls")),
     path("", include("noctis_pro.exports.urls")),

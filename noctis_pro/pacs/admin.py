@@ -6,7 +6,7 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
-from noctis_pro.pacs.models import ForwardRule, Instance, Node, Patient, Receipt, Series, Study
+from noctis_pro.pacs.models import ForwardRule, Instance, Node, Patient, Receipt, Series, Study, Transfer
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -91,8 +91,9 @@ class ForwardRuleInline(admin.TabularInline):
 
 @admin.register(Node)
 class NodeAdmin(admin.ModelAdmin):
-    list_display = ("name", "ae_title", "host", "port", "enabled", "last_success_at", "last_error")
-    list_filter = ("enabled",)
+    list_display = ("name", "ae_title", "host", "port", "enabled", "may_store", "may_query", "may_retrieve",
+                    "may_receive", "last_success_at", "last_error")  # fmt: skip
+    list_filter = ("enabled", "may_receive")
     search_fields = ("name", "ae_title", "host")
     readonly_fields = ("last_success_at", "last_error", "created_at")
     inlines = [ForwardRuleInline]
@@ -103,3 +104,19 @@ class ForwardRuleAdmin(admin.ModelAdmin):
     list_display = ("name", "node", "modality", "calling_ae", "enabled")
     list_filter = ("enabled", "node")
     list_select_related = ("node",)
+
+
+@admin.register(Transfer)
+class TransferAdmin(admin.ModelAdmin):
+    """Read-only: transfers are written by the Celery tasks (pacs.transfers)."""
+
+    list_display = ("created_at", "kind", "node_name", "study_instance_uid", "status", "completed", "failed", "total",
+                    "attempts")  # fmt: skip
+    list_filter = ("status", "kind", "node_name")
+    search_fields = ("study_instance_uid", "node_name")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
 from pynetdicom import AE
 
+from noctis_pro.contracts.scu import NodeUnreachableError
 from noctis_pro.pacs import dicom_values as dv
 from noctis_pro.pacs.models import ForwardRule, Instance, Node, Receipt
 
@@ -24,8 +26,8 @@ MAX_CONTEXTS = 128  # presentation contexts per association (PS3.8)
 STORE_OK = {0x0000, 0xB000, 0xB006, 0xB007}
 
 
-class NodeUnreachableError(Exception):
-    """The association with the node could not be established: try again later."""
+__all__ = ["NodeUnreachableError", "SendResult", "forward_plan", "instances_send"]
+PROGRESS_EVERY = 10  # instances between two progress reports
 
 
 @dataclass
@@ -39,7 +41,9 @@ class SendResult:
 
 def forward_plan(*, receipts: list[Receipt]) -> dict[int, list[str]]:
     """Node id -> SOP Instance UIDs to send, for the enabled rules matching these receipts."""
-    rules = list(ForwardRule.objects.filter(enabled=True, node__enabled=True).select_related("node"))
+    rules = list(
+        ForwardRule.objects.filter(enabled=True, node__enabled=True, node__may_receive=True).select_related("node")
+    )
     if not rules:
         return {}
     plan: dict[int, list[str]] = defaultdict(list)
@@ -56,8 +60,11 @@ def forward_plan(*, receipts: list[Receipt]) -> dict[int, list[str]]:
     return dict(plan)
 
 
-def instances_send(*, node: Node, sop_uids: list[str]) -> SendResult:
-    """C-STORE the instances to `node`, one association per 128 (SOP class, transfer syntax) pairs."""
+def instances_send(
+    *, node: Node, sop_uids: list[str], progress: Callable[[SendResult], None] | None = None
+) -> SendResult:
+    """C-STORE the instances to `node`, one association per 128 (SOP class, transfer syntax) pairs; `progress`
+    sees the running result every PROGRESS_EVERY instances."""
     result = SendResult()
     rows = list(
         Instance.objects.filter(sop_instance_uid__in=sop_uids)
@@ -69,12 +76,16 @@ def instances_send(*, node: Node, sop_uids: list[str]) -> SendResult:
     pairs = sorted({(row[1], row[2]) for row in rows})
     for start in range(0, len(pairs), MAX_CONTEXTS):
         chunk = set(pairs[start : start + MAX_CONTEXTS])
-        _send_chunk(node, [row for row in rows if (row[1], row[2]) in chunk], chunk, result)
+        _send_chunk(node, [row for row in rows if (row[1], row[2]) in chunk], chunk, result, progress)
     return result
 
 
 def _send_chunk(
-    node: Node, rows: list[tuple[str, str, str, str]], pairs: set[tuple[str, str]], result: SendResult
+    node: Node,
+    rows: list[tuple[str, str, str, str]],
+    pairs: set[tuple[str, str]],
+    result: SendResult,
+    progress: Callable[[SendResult], None] | None,
 ) -> None:
     ae = AE(ae_title=settings.DICOM_AE_TITLE)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
@@ -84,7 +95,9 @@ def _send_chunk(
     if not assoc.is_established:
         raise NodeUnreachableError(f"no association with {node.ae_title}@{node.host}:{node.port}")
     try:
-        for sop_uid, _sop_class, _ts, path in rows:
+        for done, (sop_uid, _sop_class, _ts, path) in enumerate(rows, start=1):
+            if progress is not None and done % PROGRESS_EVERY == 0:
+                progress(result)
             if not assoc.is_established:
                 result.failed[sop_uid] = "association lost"
                 continue

@@ -10,6 +10,7 @@ from django.contrib.postgres.indexes import GinIndex, OpClass
 from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Now, Upper
+from django.utils import timezone
 
 UID_LENGTH = 64
 
@@ -181,22 +182,37 @@ class Receipt(models.Model):
 
 
 class Node(models.Model):
-    """A remote DICOM application entity (workstation, another PACS) this archive sends to."""
+    """A remote DICOM application entity (workstation, another PACS) that sends to, asks or receives from us.
+
+    Read by the Rust SCP (ae_title, host, port, enabled, may_*: calling-AE checks and C-MOVE destinations) and
+    written by fastapi_app/sql.py (/api/v1/nodes): the capabilities have database defaults for those inserts.
+    """
 
     name = models.CharField(max_length=64, unique=True)
-    ae_title = models.CharField(max_length=16)
+    ae_title = models.CharField(max_length=16, unique=True)  # one AE title, one C-MOVE destination
     host = models.CharField(max_length=255)
     port = models.PositiveIntegerField()
     enabled = models.BooleanField(default=True)
+    # What the node may do with us: C-STORE to us, C-FIND us, C-MOVE/C-GET from us, and be sent to (forwards,
+    # "send to node", C-MOVE destination).
+    may_store = models.BooleanField(default=True, db_default=True)
+    may_query = models.BooleanField(default=True, db_default=True)
+    may_retrieve = models.BooleanField(default=True, db_default=True)
+    may_receive = models.BooleanField(default=True, db_default=True)
     last_success_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        db_table = "pacs_node"
+        db_table = "pacs_node"  # the Rust SCP and fastapi_app/sql.py rely on it
 
     def __str__(self) -> str:
         return f"{self.name} ({self.ae_title}@{self.host}:{self.port})"
+
+    @property
+    def capabilities(self) -> list[str]:
+        flags = (("store", self.may_store), ("query", self.may_query), ("retrieve", self.may_retrieve))
+        return [name for name, on in (*flags, ("receive", self.may_receive)) if on]
 
 
 class ForwardRule(models.Model):
@@ -218,3 +234,79 @@ class ForwardRule(models.Model):
         return (not self.modality or self.modality.upper() == modality.upper()) and (
             not self.calling_ae or self.calling_ae.strip() == calling_ae.strip()
         )
+
+
+class Transfer(models.Model):
+    """One movement of images between us and a node: a send or a rule's forward (C-STORE SCU) or a retrieve
+    (C-MOVE SCU with us as the destination). Written by pacs.transfers (Celery) and by fastapi_app/sql.py, which
+    inserts pending sends and retrieves: columns it leaves out have database defaults."""
+
+    class Kind(models.TextChoices):
+        SEND = "send"
+        FORWARD = "forward"
+        RETRIEVE = "retrieve"
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING, db_default="pending")
+    node = models.ForeignKey(Node, on_delete=models.SET_NULL, null=True, blank=True, related_name="transfers")
+    node_name = models.CharField(max_length=64)  # kept when the node is deleted
+    study_instance_uid = models.CharField(max_length=UID_LENGTH, blank=True, default="", db_default="")
+    series_instance_uid = models.CharField(max_length=UID_LENGTH, blank=True, default="", db_default="")
+    sop_instance_uids = models.JSONField(default=list, blank=True, db_default=[])  # forwards: what arrived
+    requested_by = models.ForeignKey("auth.User", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    task_id = models.CharField(max_length=64, blank=True, default="", db_default="")  # Celery's, kept on retries
+    total = models.PositiveIntegerField(null=True, blank=True)  # instances to move, once known
+    completed = models.PositiveIntegerField(default=0, db_default=0)
+    failed = models.PositiveIntegerField(default=0, db_default=0)
+    attempts = models.PositiveIntegerField(default=0, db_default=0)
+    error = models.TextField(blank=True, default="", db_default="")
+    created_at = models.DateTimeField(default=timezone.now, db_default=Now())
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now, db_default=Now())
+
+    class Meta:
+        db_table = "pacs_transfer"  # fastapi_app/sql.py inserts and reads it
+        indexes = [
+            models.Index(fields=["-created_at"], name="transfer_created_desc"),
+            models.Index(fields=["task_id"], condition=~Q(task_id=""), name="transfer_task"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.study_instance_uid or len(self.sop_instance_uids)} {self.node_name} {self.status}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in (self.Status.PENDING, self.Status.RUNNING)
+
+    @property
+    def percent(self) -> int | None:
+        if not self.total:
+            return 100 if self.status == self.Status.DONE else None
+        return min(100, round(100 * (self.completed + self.failed) / self.total))
+
+
+class SeriesMetadata(models.Model):
+    """A series' WADO-RS metadata, built once after indexing (pacs.metadata) so a study opens with one read per
+    series: the DICOM JSON objects of its instances in retrieve order, joined by commas (no brackets), gzip-
+    compressed, with relative BulkDataURIs (noctis_pro.contracts.dicom_json). Current while `series_updated_at` and
+    `instance_count` equal the series' updated_at and number_of_instances; FastAPI (fastapi_app/sql.py) reads it
+    then, and the files otherwise."""
+
+    series = models.OneToOneField(Series, on_delete=models.CASCADE, primary_key=True, related_name="metadata_cache")
+    data = models.BinaryField()
+    instance_count = models.PositiveIntegerField()
+    series_updated_at = models.DateTimeField()
+    built_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "pacs_seriesmetadata"  # fastapi_app/sql.py reads it
+
+    def __str__(self) -> str:
+        return f"metadata of series {self.series_id} ({self.instance_count} instances)"

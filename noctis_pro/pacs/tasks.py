@@ -1,4 +1,5 @@
-"""Celery tasks of the archive: the reconciler (beat), series thumbnails, and `ping` (a worker round-trip probe)."""
+"""Celery tasks of the archive: the reconciler (beat), series thumbnails, `ping` (a worker round-trip probe), and
+transfers to and from DICOM nodes (rule forwards, sends, retrieves) with retries and back-off."""
 
 from __future__ import annotations
 
@@ -12,12 +13,20 @@ from django.conf import settings
 from django.utils import timezone
 
 from noctis_pro.contracts.events import TaskEcho
+from noctis_pro.contracts.nodes import TASK_TRANSFER_RUN, retry_delay
+from noctis_pro.contracts.scu import NodeUnreachableError
 from noctis_pro.contracts.uids import uid_problem
 from noctis_pro.core.events import publish_now, redis_client
-from noctis_pro.pacs.forwarding import NodeUnreachableError, instances_send
 from noctis_pro.pacs.indexing import THUMBNAIL_PENDING_KEY, receipts_index, series_thumbnail_queue
-from noctis_pro.pacs.models import Instance, Node, Receipt, Series
+from noctis_pro.pacs.models import Instance, Node, Receipt, Series, Transfer
 from noctis_pro.pacs.thumbnails import ThumbnailError, file_write_atomic, thumbnail_png
+from noctis_pro.pacs.transfers import (
+    transfer_begin,
+    transfer_execute,
+    transfer_fail,
+    transfer_for_forward,
+    transfer_retry_later,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -107,24 +116,48 @@ def ping(token: str) -> str:
 FORWARD_MAX_RETRIES = 8
 
 
+def _transfer_attempt(task: Any, transfer: Transfer) -> dict[str, Any]:
+    """One attempt of a transfer; while the node does not answer, retried after contracts.nodes.retry_delay."""
+    transfer_begin(transfer=transfer, task_id=task.request.id)
+    try:
+        transfer_execute(transfer=transfer)
+    except NodeUnreachableError as exc:
+        if task.request.retries >= task.max_retries:
+            transfer_fail(transfer=transfer, error=f"{exc} (gave up after {transfer.attempts} attempts)")
+            logger.warning("transfer %s to %s: %s, giving up", transfer.pk, transfer.node_name, exc)
+            return {"transfer": transfer.pk, "status": Transfer.Status.FAILED}
+        delay = retry_delay(task.request.retries + 1)
+        transfer_retry_later(transfer=transfer, error=str(exc), delay=delay)
+        if transfer.node_id:
+            Node.objects.filter(pk=transfer.node_id).update(last_error=str(exc))
+        logger.warning("transfer %s to %s: %s (retry %d in %d s)", transfer.pk, transfer.node_name, exc,
+                       task.request.retries + 1, delay)  # fmt: skip
+        raise task.retry(exc=exc, countdown=delay) from exc
+    return {
+        "transfer": transfer.pk,
+        "status": transfer.status,
+        "completed": transfer.completed,
+        "failed": transfer.failed,
+    }
+
+
 @shared_task(bind=True, ignore_result=True, max_retries=FORWARD_MAX_RETRIES, acks_late=True)
 def instances_forward(self: Any, node_id: int, sop_instance_uids: list[str]) -> dict[str, Any]:
-    """Send instances to a node (queued by indexing for matching ForwardRules); retried with back-off while the
-    node does not answer."""
-    node = Node.objects.filter(pk=node_id, enabled=True).first()
-    if node is None:
-        return {"sent": 0, "failed": {}, "skipped": "node missing or disabled"}
-    try:
-        result = instances_send(node=node, sop_uids=sop_instance_uids)
-    except NodeUnreachableError as exc:
-        Node.objects.filter(pk=node_id).update(last_error=str(exc))
-        logger.warning("forward to %s: %s (retry %d)", node.name, exc, self.request.retries)
-        raise self.retry(exc=exc, countdown=min(600, 5 * 2**self.request.retries)) from exc
-    if result.failed:
-        Node.objects.filter(pk=node_id).update(
-            last_error=f"{len(result.failed)} instances refused: {result.failed}"[:2000]
-        )
-        logger.warning("forward to %s: %d sent, failed: %s", node.name, len(result.sent), result.failed)
-    else:
-        Node.objects.filter(pk=node_id).update(last_success_at=timezone.now(), last_error="")
-    return result.as_dict()
+    """Send instances to a node (queued by indexing for matching ForwardRules), recorded as a forward Transfer;
+    retried with back-off while the node does not answer."""
+    transfer = transfer_for_forward(node_id=node_id, sop_uids=sop_instance_uids, task_id=self.request.id)
+    if transfer is None:
+        return {"sent": 0, "failed": {}, "skipped": "node missing"}
+    return _transfer_attempt(self, transfer)
+
+
+@shared_task(bind=True, name=TASK_TRANSFER_RUN, ignore_result=True, max_retries=FORWARD_MAX_RETRIES, acks_late=True)
+def transfer_run(self: Any, transfer_id: int) -> dict[str, Any]:
+    """Run a queued send or retrieve (Django's nodes.transfer_*_queue or FastAPI's /api/v1 insert the row)."""
+    transfer = Transfer.objects.select_related("node").filter(pk=transfer_id).first()
+    if transfer is None:
+        logger.warning("transfer %s: no such transfer", transfer_id)
+        return {"transfer": transfer_id, "status": "missing"}
+    if transfer.status in (Transfer.Status.DONE, Transfer.Status.FAILED):
+        return {"transfer": transfer.pk, "status": transfer.status}  # a redelivered message: already settled
+    return _transfer_attempt(self, transfer)

@@ -14,7 +14,7 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, StoragePresentationContexts, e
 
 from noctis_pro.pacs.forwarding import NodeUnreachableError
 from noctis_pro.pacs.indexing import receipts_index
-from noctis_pro.pacs.models import ForwardRule, Node, Receipt
+from noctis_pro.pacs.models import ForwardRule, Node, Receipt, Transfer
 from noctis_pro.pacs.tasks import instances_forward
 from tests.conftest import free_port
 
@@ -78,7 +78,11 @@ def test_matching_instances_are_forwarded_as_stored(
 
     outcome = instances_forward(*forwards[0])
 
-    assert outcome == {"sent": 2, "failed": {}}
+    assert {key: outcome[key] for key in ("status", "completed", "failed")} == {
+        "status": "done",
+        "completed": 2,
+        "failed": 0,
+    }
     assert set(state.received) == {r.sop_instance_uid for r in ct}
     assert set(state.calling) == {settings.DICOM_AE_TITLE}
     for receipt in ct:
@@ -115,5 +119,11 @@ def test_instances_missing_from_the_index_are_reported(peer: tuple[Peer, int]) -
     state, port = peer
     node = Node.objects.create(name="peer", ae_title="PEER", host="127.0.0.1", port=port)
     uid = generate_uid()
-    assert instances_forward(node.pk, [uid]) == {"sent": 0, "failed": {uid: "not in the index"}}
+    outcome = instances_forward(node.pk, [uid])
+    assert {key: outcome[key] for key in ("status", "completed", "failed")} == {
+        "status": "failed",
+        "completed": 0,
+        "failed": 1,
+    }
+    assert f"{uid}: not in the index" in Transfer.objects.get(pk=outcome["transfer"]).error
     assert state.received == {}
