@@ -9,7 +9,7 @@ SCP := dicom_scp_server
 export TCP_NODELAY := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint lint-python lint-rust migrations-check fmt bench bench-dicomweb install install-test clean
+.PHONY: help run test lint lint-python lint-rust migrations-check fmt bench bench-ai bench-dicomweb install install-test clean
 
 help:  ## list the targets
 	@awk -F ':.*## ' '/^[a-z-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -23,6 +23,10 @@ test: install-test lint  ## every test: lint, cargo test, pytest (unit, integrat
 bench: install-test  ## ingest benchmark against dcmtk storescp, then bench-dicomweb (figures, not pass/fail)
 	$(PY) -m ops.bench
 	$(PY) -m ops.bench_dicomweb
+	$(PY) -m ops.bench_ai
+
+bench-ai: install-test  ## AI analyses/s (completeness, quality) on a 300-slice CT, 1 and 2 processors
+	$(PY) -m ops.bench_ai
 
 bench-dicomweb: install-test  ## DICOMweb latency at 1M instances and vs Orthanc (BENCH_INSTANCES, BENCH_REQUESTS; ARGS=--quick)
 	$(PY) -m ops.bench_dicomweb $(ARGS)
