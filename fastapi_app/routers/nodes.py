@@ -30,18 +30,13 @@ from pydantic import BaseModel, Field
 from fastapi_app import schemas, sql
 from fastapi_app.auth import User
 from fastapi_app.deps import CurrentUser, PoolDep, SettingsDep, remote_addr
-from fastapi_app.errors import ApiError, InvalidRequestError, UnknownStudyError
+from fastapi_app.errors import ApiError, ForbiddenError, InvalidRequestError, UnknownStudyError
 from noctis_pro.contracts import nodes as rules
-from noctis_pro.contracts import scu
+from noctis_pro.contracts import roles, scu
 from noctis_pro.contracts.uids import uid_problem
 
 logger = logging.getLogger(__name__)
-ADMIN_GROUP = "admin"  # noctis_pro/accounts/migrations/0002_roles.py
 MAX_TRANSFERS_PAGE = 500
-
-
-class ForbiddenNodesError(ApiError):
-    status = 403
 
 
 class UnknownNodeError(ApiError):
@@ -62,8 +57,8 @@ class BrokerUnavailableError(ApiError):
 
 
 async def _admin(user: CurrentUser) -> User:
-    if not (user.is_superuser or ADMIN_GROUP in user.groups):
-        raise ForbiddenNodesError("nodes and transfers are for the admin role")
+    if roles.ADMIN_SITE not in user.permissions:
+        raise ForbiddenError("nodes and transfers are for the admin role")
     return user
 
 

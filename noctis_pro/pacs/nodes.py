@@ -13,14 +13,14 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
 from django.db import IntegrityError, transaction
 
+from noctis_pro.accounts.roles import user_can
 from noctis_pro.contracts import nodes as rules
-from noctis_pro.contracts import scu
+from noctis_pro.contracts import roles, scu
 from noctis_pro.contracts.uids import uid_problem
 from noctis_pro.core.audit import audit_record
 from noctis_pro.core.exceptions import NoctisError
 from noctis_pro.pacs.models import ForwardRule, Instance, Node, Series, Study, Transfer
 
-ADMIN_GROUP = "admin"  # noctis_pro/accounts/migrations/0002_roles.py
 CAPABILITIES = ("may_store", "may_query", "may_retrieve", "may_receive")
 
 
@@ -41,10 +41,8 @@ class UnknownNodeError(NoctisError):
 
 
 def user_may_manage_nodes(user: AbstractBaseUser | AnonymousUser) -> bool:
-    """Nodes, rules, transfers and remote queries are for the admin role (group "admin") and superusers."""
-    if not getattr(user, "is_authenticated", False) or not user.is_active:
-        return False
-    return bool(user.is_superuser or user.groups.filter(name=ADMIN_GROUP).exists())
+    """Nodes, rules, transfers and remote queries are for the admin role (contracts.roles.ADMIN_SITE)."""
+    return user_can(user, roles.ADMIN_SITE)
 
 
 @dataclass(frozen=True)
