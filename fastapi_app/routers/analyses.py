@@ -5,7 +5,8 @@ POST /studies/{study_uid}/analyses   {"analyzer": name, "series_uid": optional} 
 
 A series-scoped analyzer (contracts.analyses) asked for a whole study is queued once per image series. An analysis
 that already waits is not queued twice. `process_ai_analyses` runs them; `analysis.completed` on /ws says when.
-Both routes write an audit row.
+Both routes need the study.view permission and the study in the user's facilities (one outside is 404, as on the
+study routes); both write an audit row.
 """
 
 from __future__ import annotations
@@ -15,18 +16,38 @@ import json
 import os
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
 from fastapi_app import schemas, sql
 from fastapi_app.deps import CurrentUser, PoolDep, remote_addr
-from fastapi_app.errors import InvalidRequestError, UnknownSeriesError, UnknownStudyError
+from fastapi_app.errors import ForbiddenError, InvalidRequestError, UnknownSeriesError, UnknownStudyError
+from noctis_pro.contracts import access, roles
 from noctis_pro.contracts import analyses as contract
 from noctis_pro.contracts.uids import uid_problem
 
+
+async def _study_visible(study_uid: str, user: CurrentUser, pool: PoolDep) -> None:
+    """Reading results and asking for an analysis are both study.view (not study.store, which is for images)."""
+    if roles.STUDY_VIEW not in user.permissions:
+        raise ForbiddenError(f"your role does not allow {roles.STUDY_VIEW}")
+    visible = user.visible_facility_ids
+    if visible is None:
+        return
+    found = await sql.study_facility(pool, study_uid=study_uid)
+    if found.exists and not access.facility_visible(found.facility_id, visible):
+        raise UnknownStudyError(f"no study {study_uid}")
+
+
 router = APIRouter(
     tags=["analyses"],
-    responses={401: {"model": schemas.ErrorOut}, 400: {"model": schemas.ErrorOut}, 404: {"model": schemas.ErrorOut}},
+    dependencies=[Depends(_study_visible)],
+    responses={
+        400: {"model": schemas.ErrorOut},
+        401: {"model": schemas.ErrorOut},
+        403: {"model": schemas.ErrorOut},
+        404: {"model": schemas.ErrorOut},
+    },
 )
 
 

@@ -1,5 +1,5 @@
 """Fixtures: a private STORAGE_ROOT and `archive(**dataset_attrs)` (file + receipt, as the SCP does), the AI
-registry reloaded for each test (tests change the plugin settings), and CT series factories."""
+registry reloaded for each test (tests change the plugin settings), and the API fixtures of tests/integration/api."""
 
 from __future__ import annotations
 
@@ -8,9 +8,28 @@ from collections.abc import Iterator
 import pytest
 
 from noctis_pro.ai.analyzers import registry_reset
+from tests.integration.api.conftest import (
+    api,
+    api_settings,
+    auth_headers,
+    database_url,
+    radiologist,
+    study_make,
+    token,
+)
 from tests.integration.django.receipts import archive, storage_root
 
-__all__ = ["archive", "storage_root"]
+__all__ = [
+    "api",
+    "api_settings",
+    "archive",
+    "auth_headers",
+    "database_url",
+    "radiologist",
+    "storage_root",
+    "study_make",
+    "token",
+]
 
 
 @pytest.fixture(autouse=True)
