@@ -6,7 +6,6 @@ chunks; metadata is read with large values deferred; frames are decoded one at a
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Iterator, Sequence
@@ -20,7 +19,6 @@ from pydicom.tag import Tag
 from pydicom.uid import UID
 
 from fastapi_app import sql
-from fastapi_app.dicomweb.json_model import element_at, instance_metadata
 from fastapi_app.dicomweb.media import (
     DICOM,
     FilePart,
@@ -29,6 +27,7 @@ from fastapi_app.dicomweb.media import (
     UnknownResourceError,
 )
 from fastapi_app.errors import InvalidRequestError
+from noctis_pro.contracts.dicom_json import element_at, instance_json_bytes, tag_path_text
 
 logger = logging.getLogger(__name__)
 PIXEL_DATA = 0x7FE00010
@@ -69,10 +68,6 @@ def file_parts(storage_root: Path, instances: Sequence[sql.StoredInstance], *, b
     return parts
 
 
-def tag_path_text(tag_path: Sequence[int | str]) -> str:
-    return "/".join(f"{step:08X}" if position % 2 == 0 else str(step) for position, step in enumerate(tag_path))
-
-
 def tag_path_parse(text: str) -> tuple[int | str, ...]:
     """`7FE00010` or `00880200/0/7FE00010` (tag, item index, tag, ...) as a tag path; malformed is 400."""
     steps = text.strip("/").split("/")
@@ -89,16 +84,33 @@ def tag_path_parse(text: str) -> tuple[int | str, ...]:
     return tuple(path)
 
 
+def metadata_paths(
+    storage_root: Path, instances: Sequence[sql.StoredInstance]
+) -> list[tuple[sql.StoredInstance, Path]]:
+    """The instances' files, checked before an answer starts (a stream cannot turn into 500)."""
+    return [(instance, stored_path(storage_root, instance)) for instance in instances]
+
+
+def metadata_items(paths: Sequence[tuple[sql.StoredInstance, Path]], *, base: str) -> Iterator[bytes]:
+    """One DICOM JSON object per instance, read from its file (in a worker thread)."""
+    for instance, path in paths:
+        yield instance_json_bytes(
+            path,
+            base=base,
+            study_uid=instance.study_instance_uid,
+            series_uid=instance.series_instance_uid,
+            sop_uid=instance.sop_instance_uid,
+        )
+
+
 def metadata_stream(storage_root: Path, instances: Sequence[sql.StoredInstance], *, base: str) -> Iterator[bytes]:
     """A JSON array with one DICOM JSON object per instance, built one file at a time (in a worker thread)."""
-    paths = [(instance, stored_path(storage_root, instance)) for instance in instances]
+    paths = metadata_paths(storage_root, instances)
 
     def body() -> Iterator[bytes]:
         yield b"["
-        for position, (instance, path) in enumerate(paths):
-            prefix = instance_url(base, instance) + "/bulkdata/"
-            item = instance_metadata(path, bulk_data_uri=lambda steps, prefix=prefix: prefix + tag_path_text(steps))
-            yield (b"," if position else b"") + json.dumps(item, separators=(",", ":")).encode()
+        for position, item in enumerate(metadata_items(paths, base=base)):
+            yield (b"," if position else b"") + item
         yield b"]"
 
     return body()

@@ -32,7 +32,7 @@ from starlette.concurrency import run_in_threadpool
 
 from fastapi_app import schemas, sql
 from fastapi_app.deps import CurrentUser, PoolDep, SettingsDep, remote_addr
-from fastapi_app.dicomweb import media, qido, rendered, stow, wado
+from fastapi_app.dicomweb import media, metadata_cache, qido, rendered, stow, wado
 from fastapi_app.errors import InvalidRequestError
 from fastapi_app.settings import Settings
 from noctis_pro.contracts.uids import uid_problem
@@ -226,6 +226,23 @@ def _metadata_response(
     return StreamingResponse(body, media_type=media.DICOM_JSON, headers=headers)
 
 
+async def _metadata_cached_response(
+    request: Request, pool: asyncpg.Pool, settings: Settings, study: str, series: str | None = None
+) -> Response:
+    """Study or series metadata, one cache read per series (dicomweb/metadata_cache.py), else from the files."""
+    media.json_accepted(request.headers.get("accept"))
+    study = _uid("StudyInstanceUID", study)
+    series = None if series is None else _uid("SeriesInstanceUID", series)
+    plan = await sql.metadata_plan(pool, study_uid=study, series_uid=series)
+    if not plan:
+        raise media.UnknownResourceError(f"no {'series' if series else 'study'} {series or study}")
+    files = await metadata_cache.series_files(pool, settings.storage_root, study_uid=study, plan=plan)
+    body = metadata_cache.metadata_body(
+        pool, settings.storage_root, study_uid=study, plan=plan, files=files, base=_base(request, settings)
+    )
+    return StreamingResponse(body, media_type=media.DICOM_JSON)
+
+
 @router.get("/studies/{study}", responses=_MULTIPART_RESPONSE, summary="WADO-RS: a study's files, as stored")
 async def study_retrieve(
     study: str, request: Request, pool: PoolDep, user: CurrentUser, settings: SettingsDep
@@ -277,8 +294,7 @@ async def instance_retrieve(
 async def study_metadata(
     study: str, request: Request, pool: PoolDep, user: CurrentUser, settings: SettingsDep
 ) -> Response:
-    stored = await _stored(pool, study)
-    response = _metadata_response(request, settings, stored)
+    response = await _metadata_cached_response(request, pool, settings, study)
     await _audit(pool, request, user, action="study.metadata", object_type="study", object_id=study)
     return response
 
@@ -289,8 +305,7 @@ async def study_metadata(
 async def series_metadata(
     study: str, series: str, request: Request, pool: PoolDep, user: CurrentUser, settings: SettingsDep
 ) -> Response:
-    stored = await _stored(pool, study, series)
-    response = _metadata_response(request, settings, stored)
+    response = await _metadata_cached_response(request, pool, settings, study, series)
     await _audit(
         pool,
         request,

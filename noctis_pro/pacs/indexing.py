@@ -25,6 +25,7 @@ from noctis_pro.contracts.uids import uid_problem
 from noctis_pro.core.events import publish_on_commit, redis_client
 from noctis_pro.pacs import dicom_values as dv
 from noctis_pro.pacs.forwarding import forward_plan
+from noctis_pro.pacs.metadata import series_metadata, series_metadata_queue
 from noctis_pro.pacs.models import Instance, Patient, Receipt, Series, Study
 from noctis_pro.pacs.signals import studies_indexed
 
@@ -327,6 +328,7 @@ def _after_commit(studies: list[Study], series_uids: list[str], forwards: dict[i
         )
     for uid in series_uids:
         transaction.on_commit(lambda uid=uid: series_thumbnail_queue(series_thumbnail, uid))
+        transaction.on_commit(lambda uid=uid: series_metadata_queue(series_metadata, uid))  # WADO-RS metadata cache
     for node_id, sop_uids in forwards.items():
         transaction.on_commit(lambda node_id=node_id, sop_uids=sop_uids: _queue(instances_forward, node_id, sop_uids))
 
