@@ -8,5 +8,7 @@ urlpatterns = [
     path("", views.index, name="index"),
     path("studies/<str:study_uid>/", views.study, name="study"),
     path("worklist/rows/<str:study_uid>/", views.row, name="row"),
+    path("worklist/studies/<str:study_uid>/assign", views.assign, name="assign"),
+    path("worklist/studies/<str:study_uid>/priority", views.priority, name="priority"),
     path("worklist/thumbnails/<str:series_uid>.png", views.thumbnail, name="thumbnail"),
 ]

@@ -5,32 +5,62 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
-from django.shortcuts import render
-from django.views.decorators.http import require_GET
+from django.shortcuts import redirect, render
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_GET, require_POST
 
 from noctis_pro.accounts.roles import role_required, user_can
 from noctis_pro.ai.selectors import analyses_for_study
 from noctis_pro.contracts import roles
 from noctis_pro.contracts.uids import uid_is_valid
 from noctis_pro.core.audit import audit_record
-from noctis_pro.pacs.models import StudyStatus
+from noctis_pro.pacs.models import Study, StudyPriority, StudyStatus
 from noctis_pro.pacs.selectors import (
     series_thumbnail_path,
     studies_for_worklist,
     study_detail,
     study_for_worklist_row,
+    worklist_status_counts,
 )
-from noctis_pro.pacs.workflow import study_status_advance
+from noctis_pro.pacs.workflow import study_assign, study_priority_set, study_status_advance
 from noctis_pro.reports.services import report_for_study, report_visible_to, user_can_report
 from noctis_pro.worklist.forms import WorklistFilterForm
 
 PAGE_SIZE = 50
 
 
+SORTABLE = [
+    ("patient_name", "Patient name"),
+    ("patient_id", "Patient ID"),
+    ("study_date", "Study date"),
+    ("modality", "Mod."),
+    ("description", "Description"),
+    ("accession", "Accession"),
+    ("series", "Ser."),
+    ("images", "Img."),
+    ("received_at", "Received"),
+    ("status", "Status"),
+    ("priority", "Priority"),
+    ("assigned", "Assigned"),
+]
+
+
+def _sort_links(request: HttpRequest, current: str) -> list[dict[str, str]]:
+    """Column headers: each links to the same query sorted by it, ascending first, then descending."""
+    links = []
+    for key, label in SORTABLE:
+        query = request.GET.copy()
+        query.pop("page", None)
+        query["ordering"] = f"-{key}" if current == key else key
+        arrow = "▲" if current == key else "▼" if current == f"-{key}" else ""
+        links.append({"key": key, "label": label, "url": "?" + query.urlencode(), "arrow": arrow})
+    return links
+
+
 @role_required(roles.STUDY_VIEW)
 @require_GET
 def index(request: HttpRequest) -> HttpResponse:
-    form = WorklistFilterForm(request.GET or None)
+    form = WorklistFilterForm(request.GET or None, user=request.user)
     filters = form.filters()
     page = Paginator(studies_for_worklist(user=request.user, filters=filters), PAGE_SIZE).get_page(
         request.GET.get("page")
@@ -47,22 +77,104 @@ def index(request: HttpRequest) -> HttpResponse:
     )
     query = request.GET.copy()
     query.pop("page", None)
+    counts = worklist_status_counts(user=request.user, filters=filters)
+    status_query = request.GET.copy()
+    status_query.pop("page", None)
+    status_links = []
+    for value, label in [("", "All"), *StudyStatus.choices]:
+        status_query["status"] = value
+        status_links.append(
+            {
+                "label": label,
+                "count": counts[value or "all"],
+                "url": "?" + status_query.urlencode(),
+                "active": filters.status == value,
+            }
+        )
     context = {
         "form": form,
         "page": page,
         "query": query.urlencode(),
-        "live_insert": filters.is_empty and page.number == 1,
+        "filter_query": query.urlencode(),
+        "sort_links": _sort_links(request, filters.ordering),
+        "status_links": status_links,
+        "priorities": StudyPriority.choices,
+        "can_assign": user_can(request.user, roles.STUDY_ASSIGN),
+        "can_prioritise": user_can(request.user, roles.STUDY_PRIORITY),
+        "can_view_reports": user_can(request.user, roles.REPORT_VIEW),
     }
     return render(request, "worklist/index.html", context)
+
+
+def _row_context(request: HttpRequest, study: Study) -> dict[str, object]:
+    return {
+        "study": study,
+        "priorities": StudyPriority.choices,
+        "can_assign": user_can(request.user, roles.STUDY_ASSIGN),
+        "can_prioritise": user_can(request.user, roles.STUDY_PRIORITY),
+        "can_view_reports": user_can(request.user, roles.REPORT_VIEW),
+    }
 
 
 @role_required(roles.STUDY_VIEW)
 @require_GET
 def row(request: HttpRequest, study_uid: str) -> HttpResponse:
+    """One row; with the page's filters in the query, 204 when the study is visible but not in that view (the
+    page then drops the row), 404 when it is not visible at all."""
     study = study_for_worklist_row(user=request.user, study_uid=study_uid) if uid_is_valid(study_uid) else None
     if study is None:
         raise Http404("no such study")
-    return render(request, "worklist/_row.html", {"study": study})
+    filters = WorklistFilterForm(request.GET or None, user=request.user).filters()
+    in_view = filters.is_empty or studies_for_worklist(user=request.user, filters=filters).filter(pk=study.pk).exists()
+    if not in_view:
+        return HttpResponse(status=204)
+    return render(request, "worklist/_row.html", _row_context(request, study))
+
+
+def _back(request: HttpRequest) -> HttpResponse:
+    target = request.POST.get("next") or request.headers.get("Referer") or ""
+    if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
+        target = "/"
+    return redirect(target)
+
+
+@role_required(roles.STUDY_ASSIGN)
+@require_POST
+def assign(request: HttpRequest, study_uid: str) -> HttpResponse:
+    """Take the study ("me") or give it back ("none")."""
+    study = study_for_worklist_row(user=request.user, study_uid=study_uid) if uid_is_valid(study_uid) else None
+    if study is None:
+        raise Http404("no such study")
+    who = request.POST.get("to", "me")
+    if who not in {"me", "none"}:
+        return HttpResponse("to must be 'me' or 'none'", status=400, content_type="text/plain")
+    study_assign(study=study, user=request.user if who == "me" else None)
+    audit_record(
+        request_or_user=request, action="study.assign", object_type="study", object_id=study_uid, detail={"to": who}
+    )
+    return _back(request)
+
+
+@role_required(roles.STUDY_PRIORITY)
+@require_POST
+def priority(request: HttpRequest, study_uid: str) -> HttpResponse:
+    study = study_for_worklist_row(user=request.user, study_uid=study_uid) if uid_is_valid(study_uid) else None
+    if study is None:
+        raise Http404("no such study")
+    value = request.POST.get("priority", "")
+    if value not in StudyPriority.values:
+        return HttpResponse(
+            f"priority must be one of {', '.join(StudyPriority.values)}", status=400, content_type="text/plain"
+        )
+    study_priority_set(study=study, priority=value)
+    audit_record(
+        request_or_user=request,
+        action="study.priority",
+        object_type="study",
+        object_id=study_uid,
+        detail={"priority": value},
+    )
+    return _back(request)
 
 
 @role_required(roles.STUDY_VIEW)

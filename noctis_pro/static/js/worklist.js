@@ -1,5 +1,6 @@
 // Live worklist: listen on the same-origin WebSocket /ws/ (FastAPI relays Redis events; the session cookie
-// authenticates it) and, on "study.updated", fetch that study's row as HTML from Django and swap it in.
+// authenticates it) and, on "study.updated" or "report.signed", fetch that study's row as HTML from Django (with
+// the page's filters: 204 means "not in this view any more") and swap it in.
 // Event data is never turned into markup here: the row comes from a Django template, which escapes DICOM text.
 (function () {
   "use strict";
@@ -9,6 +10,8 @@
   var status = document.getElementById("live-status");
   var rowUrl = table.getAttribute("data-row-url");
   var liveInsert = table.getAttribute("data-live-insert") === "true";
+  var filterQuery = table.getAttribute("data-filter-query") || "";
+  var LIVE_TYPES = { "study.updated": true, "report.signed": true };
   var delay = 1000;
 
   function setStatus(on) {
@@ -28,10 +31,12 @@
   function refreshRow(uid) {
     var existing = findRow(uid);
     if (!existing && !liveInsert) { return; }  // filtered or paged view: new studies may not belong here
-    fetch(rowUrl.replace("STUDY_UID", encodeURIComponent(uid)), {
+    var url = rowUrl.replace("STUDY_UID", encodeURIComponent(uid)) + (filterQuery ? "?" + filterQuery : "");
+    fetch(url, {
       credentials: "same-origin", headers: { "Accept": "text/html" }
     }).then(function (response) {
-      if (response.status === 404) {  // the study is gone (its instances moved to another study)
+      // 404: the study is gone (its instances moved to another study); 204: no longer matches the filters.
+      if (response.status === 404 || response.status === 204) {
         var gone = findRow(uid);
         if (gone) { gone.remove(); }
         return null;
@@ -63,7 +68,7 @@
     socket.onmessage = function (message) {
       var event;
       try { event = JSON.parse(message.data); } catch (e) { return; }
-      if (event && event.type === "study.updated" && typeof event.study_instance_uid === "string") {
+      if (event && LIVE_TYPES[event.type] === true && typeof event.study_instance_uid === "string") {
         refreshRow(event.study_instance_uid);
       }
     };
@@ -73,6 +78,14 @@
       delay = Math.min(delay * 2, 30000);
     };
   }
+
+  // A priority picked in a row is saved at once (the form posts and comes back to this page).
+  tbody.addEventListener("change", function (e) {
+    var select = e.target;
+    if (select && select.classList && select.classList.contains("priority-select") && select.form) {
+      select.form.submit();
+    }
+  });
 
   connect();
 })();
