@@ -60,3 +60,16 @@ async def test_cors_allows_only_configured_origins(api_settings: Settings, api_f
         assert "etag" in exposed.headers["access-control-expose-headers"].lower()
         other = await client.get("/api/v1/health", headers={"Origin": "https://evil.example"})
         assert "access-control-allow-origin" not in other.headers
+
+
+async def test_openapi_documents_stow_rs(api: httpx.AsyncClient) -> None:
+    """STOW-RS is in the reference with its request media types and the statuses PS3.18 gives it."""
+    spec = (await api.get("/api/v1/openapi.json")).json()
+    for path in ("/api/v1/dicomweb/studies", "/api/v1/dicomweb/studies/{study}"):
+        store = spec["paths"][path]["post"]
+        assert store["summary"].startswith("STOW-RS")
+        content = store["requestBody"]["content"]
+        assert 'multipart/related; type="application/dicom"' in content
+        assert "application/dicom" in content
+        assert {"200", "202", "409", "415", "401"} <= set(store["responses"])
+        assert "application/dicom+json" in store["responses"]["200"]["content"]
