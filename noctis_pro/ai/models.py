@@ -26,6 +26,9 @@ class AIAnalysis(models.Model):
     error = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
+    # Refreshed every AI_HEARTBEAT_SECONDS by the processor running it: a row whose heartbeat stopped for
+    # AI_STUCK_AFTER_SECONDS belongs to a dead processor, however long the analysis itself takes.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     duration_ms = models.PositiveIntegerField(null=True, blank=True)  # of the attempt that finished it
 

@@ -1,9 +1,10 @@
 """The AI analysis queue in PostgreSQL: take one pending analysis (SKIP LOCKED), run its analyzer, store the outcome.
 
 Several processors may run at once (`--scale ai_processor=N`): the row lock while taking, then the `running`
-status with this processor's `worker` id, keep them apart. A `running` row older than AI_STUCK_AFTER_SECONDS
-belongs to a processor that died and is taken again. A pending analysis is taken only once its study has been
-quiet (not indexed) for AI_QUIET_SECONDS, so a study that arrives over many webhook batches is analysed once.
+status with this processor's `worker` id, keep them apart. A `running` row whose heartbeat (refreshed every
+AI_HEARTBEAT_SECONDS while it runs) is older than AI_STUCK_AFTER_SECONDS belongs to a processor that died and is
+taken again; a long analysis with a live processor never is. A pending analysis is taken only once its study has
+been quiet (not indexed) for AI_QUIET_SECONDS, so a study that arrives over many webhook batches is analysed once.
 
 Running one: the analyzer gets an AnalysisContext (the study's or the series' instances and their files); its
 measurements, when AI_WRITEBACK is on, go back into the archive as a TID 1500 SR (writeback.py) before the
@@ -16,11 +17,12 @@ import datetime as dt
 import logging
 import os
 import socket
+import threading
 import time
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -62,7 +64,7 @@ def analyses_fail_exhausted() -> int:
         exhausted = list(
             AIAnalysis.objects.select_for_update(skip_locked=True, of=("self",))
             .select_related("study")
-            .filter(status=Status.RUNNING, started_at__lt=_stuck_cutoff(), attempts__gte=F("max_attempts"))
+            .filter(status=Status.RUNNING, heartbeat_at__lt=_stuck_cutoff(), attempts__gte=F("max_attempts"))
         )
         for analysis in exhausted:
             analysis.status = Status.FAILED
@@ -85,7 +87,7 @@ def analysis_take_next(*, worker: str) -> AIAnalysis | None:
             .select_related("study")
             .filter(
                 Q(status=Status.PENDING, study__updated_at__lte=_quiet_cutoff())
-                | Q(status=Status.RUNNING, started_at__lt=_stuck_cutoff())
+                | Q(status=Status.RUNNING, heartbeat_at__lt=_stuck_cutoff())
             )
             .filter(attempts__lt=F("max_attempts"))
             .order_by("created_at", "pk")
@@ -96,9 +98,9 @@ def analysis_take_next(*, worker: str) -> AIAnalysis | None:
         analysis.status = Status.RUNNING
         analysis.worker = worker
         analysis.attempts += 1
-        analysis.started_at = timezone.now()
+        analysis.started_at = analysis.heartbeat_at = timezone.now()
         analysis.finished_at = None
-        analysis.save(update_fields=["status", "worker", "attempts", "started_at", "finished_at"])
+        analysis.save(update_fields=["status", "worker", "attempts", "started_at", "heartbeat_at", "finished_at"])
     return analysis
 
 
@@ -148,6 +150,35 @@ def analyzer_execute(analyzer: Analyzer, context: AnalysisContext) -> dict[str, 
     return result
 
 
+class Heartbeat:
+    """While an analysis runs, a thread refreshes its heartbeat_at (on its own connection, closed at the end)."""
+
+    def __init__(self, analysis: AIAnalysis) -> None:
+        self.analysis = analysis
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._beat, name=f"heartbeat-{analysis.pk}", daemon=True)
+
+    def _beat(self) -> None:
+        try:
+            while not self.stop.wait(settings.AI_HEARTBEAT_SECONDS):
+                try:
+                    AIAnalysis.objects.filter(
+                        pk=self.analysis.pk, status=Status.RUNNING, worker=self.analysis.worker
+                    ).update(heartbeat_at=timezone.now())
+                except DatabaseError:  # the database is away for a moment: the next beat tries again
+                    logger.warning("heartbeat of analysis %s not recorded", self.analysis.pk, exc_info=True)
+        finally:
+            connection.close()
+
+    def __enter__(self) -> Heartbeat:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
 def analysis_run(*, analysis: AIAnalysis) -> AIAnalysis:
     """Run the analysis' analyzer and store done/result, pending (retry) or failed/error."""
     analyzer = analyzer_for(analysis.analyzer)
@@ -159,7 +190,8 @@ def analysis_run(*, analysis: AIAnalysis) -> AIAnalysis:
         error = f"unknown analyzer {analysis.analyzer!r}"
     else:
         try:
-            result = analyzer_execute(analyzer, analysis_context(analysis))
+            with Heartbeat(analysis):
+                result = analyzer_execute(analyzer, analysis_context(analysis))
         except NotApplicableError as exc:  # no retry makes the data analysable
             error = f"not applicable: {exc}"
         except Exception as exc:  # an analyzer's bug or bad data: record it on the row, retry while allowed

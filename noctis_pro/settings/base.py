@@ -145,17 +145,10 @@ AI_AUTO_ANALYZERS = env.list("AI_AUTO_ANALYZERS", default=["study_inventory"])
 # A pending analysis waits until its study has received nothing for this long: a study arriving in a burst of
 # webhook batches is analysed once, after the burst, instead of once per processor poll while it still grows.
 AI_QUIET_SECONDS = env.float("AI_QUIET_SECONDS", default=5.0)
-# A running analysis whose processor has been silent this long is taken again (its processor died).
-AI_STUCK_AFTER_SECONDS = env.int("AI_STUCK_AFTER_SECONDS", default=600)
-
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
-}
+# A running analysis whose processor has been silent this long is taken again (its processor died). The processor
+# refreshes the analysis' heartbeat every AI_HEARTBEAT_SECONDS while it runs, so a long analysis is not taken twice.
+AI_STUCK_AFTER_SECONDS = env.int("AI_STUCK_AFTER_SECONDS", default=60)
+AI_HEARTBEAT_SECONDS = env.float("AI_HEARTBEAT_SECONDS", default=AI_STUCK_AFTER_SECONDS / 4)
 # Analyzer plugins ("module:Class") beside the built-in ones and the "noctis_pro.analyzers" entry points.
 AI_ANALYZER_PLUGINS = env.list("AI_ANALYZER_PLUGINS", default=[])
 # ONNX model configs (JSON, see noctis_pro/ai/analyzers/onnx_runner.py): one analyzer each.
@@ -165,3 +158,12 @@ AI_WRITEBACK = env.bool("AI_WRITEBACK", default=True)
 AI_WRITEBACK_HOST = env.str("AI_WRITEBACK_HOST", default="127.0.0.1")
 AI_WRITEBACK_PORT = env.int("DICOM_PORT", default=11112)
 AI_WRITEBACK_CALLING_AE = env.str("AI_WRITEBACK_CALLING_AE", default="NOCTIS_AI")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}

@@ -1,5 +1,6 @@
-"""Two `process_ai_analyses --continuous` processes side by side: each analysis runs exactly once; a processor
-killed (SIGKILL) mid-analysis leaves it to be taken again once stuck, not lost."""
+"""Two `process_ai_analyses --continuous` processes side by side: each analysis runs exactly once, also one that
+lasts longer than the stuck timeout (its heartbeat keeps it); a processor killed (SIGKILL) mid-analysis leaves it
+to be taken again once its heartbeat is stale, not lost."""
 
 from __future__ import annotations
 
@@ -23,14 +24,15 @@ from tests.conftest import test_database_url
 ROOT = Path(__file__).resolve().parents[3]
 PLUGIN = "tests.integration.ai.slow_analyzer:SlowAnalyzer"
 STUCK_AFTER_SECONDS = 2
+HEARTBEAT_SECONDS = 0.3
 
 
 @pytest.fixture
-def processors(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[str]]]:
-    """`start(slow_seconds)`: a processor with the slow plugin, returned once it has logged its start."""
+def processors(tmp_path: Path) -> Iterator[Callable[..., list[subprocess.Popen[str]]]]:
+    """`start(slow_seconds, count)`: processors with the slow plugin, returned once each has logged its start."""
     started: list[subprocess.Popen[str]] = []
 
-    def start(slow_seconds: float) -> subprocess.Popen[str]:
+    def start(slow_seconds: float, count: int = 1) -> list[subprocess.Popen[str]]:
         env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "noctis_pro.settings.test",
@@ -39,29 +41,32 @@ def processors(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[str]]]
             "AI_ANALYZER_PLUGINS": PLUGIN,
             "AI_AUTO_ANALYZERS": "",
             "AI_STUCK_AFTER_SECONDS": str(STUCK_AFTER_SECONDS),
+            "AI_HEARTBEAT_SECONDS": str(HEARTBEAT_SECONDS),
             "AI_TEST_RUN_LOG": str(tmp_path / "runs.log"),
             "AI_TEST_SLOW_SECONDS": str(slow_seconds),
             "PYTHONUNBUFFERED": "1",
         }
-        proc = subprocess.Popen(
-            [sys.executable, "manage.py", "process_ai_analyses", "--continuous", "--poll-seconds", "0.1"],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
-        started.append(proc)
-        assert proc.stdout is not None
-        for line in proc.stdout:  # the logger's start line: Django is up, the loop begins
-            if "AI processor" in line and "started" in line:
-                break
-        else:
-            pytest.fail(f"the processor exited ({proc.wait()}) before starting")
-        return proc
+        argv = [sys.executable, "manage.py", "process_ai_analyses", "--continuous", "--poll-seconds", "0.1"]
+        procs = [
+            subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for _ in range(count)
+        ]
+        started.extend(procs)
+        for proc in procs:
+            assert proc.stdout is not None
+            for line in proc.stdout:  # the logger's start line: Django is up, the loop begins
+                if "AI processor" in line and "started" in line:
+                    break
+            else:
+                pytest.fail(f"the processor exited ({proc.wait()}) before starting")
+        return procs
 
     yield start
     for proc in started:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:
-                proc.wait(timeout=15)
+                proc.wait(timeout=2)  # a slow analysis may still be sleeping: no need to wait for it
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
@@ -89,9 +94,9 @@ def a_study(archive: Callable[..., Receipt]) -> Study:
 
 @pytest.mark.django_db(transaction=True)
 def test_two_processors_run_each_analysis_exactly_once(
-    archive: Callable[..., Receipt], processors: Callable[..., subprocess.Popen[str]], tmp_path: Path
+    archive: Callable[..., Receipt], processors: Callable[..., list[subprocess.Popen[str]]], tmp_path: Path
 ) -> None:
-    first, second = processors(0.5), processors(0.5)
+    first, second = processors(0.5, count=2)
     study = a_study(archive)
     analyses = [AIAnalysis.objects.create(study=study, analyzer="test_slow") for _ in range(8)]
     ids = {a.pk for a in analyses}
@@ -108,9 +113,9 @@ def test_two_processors_run_each_analysis_exactly_once(
 
 @pytest.mark.django_db(transaction=True)
 def test_a_processor_killed_mid_analysis_leads_to_a_retry_not_a_loss(
-    archive: Callable[..., Receipt], processors: Callable[..., subprocess.Popen[str]], tmp_path: Path
+    archive: Callable[..., Receipt], processors: Callable[..., list[subprocess.Popen[str]]], tmp_path: Path
 ) -> None:
-    doomed = processors(30)
+    (doomed,) = processors(30)
     analysis = AIAnalysis.objects.create(study=a_study(archive), analyzer="test_slow")
     wait_for(lambda: runs(tmp_path) == [(analysis.pk, doomed.pid)], 30, "the first run to start")
     analysis.refresh_from_db()
@@ -118,10 +123,23 @@ def test_a_processor_killed_mid_analysis_leads_to_a_retry_not_a_loss(
     doomed.send_signal(signal.SIGKILL)
     doomed.wait(timeout=10)
 
-    survivor = processors(0.1)
+    (survivor,) = processors(0.1)
     wait_for(lambda: AIAnalysis.objects.get(pk=analysis.pk).status == "done", 30, "the retry to finish")
     analysis.refresh_from_db()
     assert analysis.attempts == 2
     assert analysis.worker.rsplit(":", 1)[1] == str(survivor.pid)
     assert analysis.result == {"slept_by": survivor.pid}
     assert runs(tmp_path) == [(analysis.pk, doomed.pid), (analysis.pk, survivor.pid)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_analysis_longer_than_the_stuck_timeout_is_not_taken_twice(
+    archive: Callable[..., Receipt], processors: Callable[..., list[subprocess.Popen[str]]], tmp_path: Path
+) -> None:
+    processors(STUCK_AFTER_SECONDS * 2, count=2)
+    analysis = AIAnalysis.objects.create(study=a_study(archive), analyzer="test_slow")
+    wait_for(lambda: AIAnalysis.objects.get(pk=analysis.pk).status == "done", 30, "the long analysis")
+    analysis.refresh_from_db()
+    assert analysis.attempts == 1
+    assert len(runs(tmp_path)) == 1
+    assert analysis.heartbeat_at > analysis.started_at  # refreshed while it ran

@@ -110,11 +110,11 @@ def test_stuck_running_analysis_is_taken_again(archive: Callable[..., Receipt], 
     study = study_with_gap(archive)
     stuck = AIAnalysis.objects.create(
         study=study, analyzer="study_inventory", status="running", attempts=1, worker="dead:1",
-        started_at=timezone.now() - dt.timedelta(hours=2),
+        started_at=timezone.now() - dt.timedelta(hours=2), heartbeat_at=timezone.now() - dt.timedelta(hours=1),
     )  # fmt: skip
     busy = AIAnalysis.objects.create(
         study=study, analyzer="study_inventory", status="running", attempts=1, worker="alive:2",
-        started_at=timezone.now(),
+        started_at=timezone.now() - dt.timedelta(hours=2), heartbeat_at=timezone.now(),  # long, but alive
     )  # fmt: skip
     taken = analysis_take_next(worker="me:3")
     assert taken is not None
