@@ -10,7 +10,9 @@
    Same client, same query values in the same order; the result counts are compared. Ratios NoctisPro/Orthanc.
 4. Fills the same NoctisPro database up to BENCH_INSTANCES (default 1,000,000 in 10,000 studies) with
    generated rows (ops.index_fill), VACUUM ANALYZE, and runs the queries again (metadata: the real studies).
-   EXPLAIN ANALYZE of each study search is kept; it is printed for a search whose p99 misses 50 ms.
+   EXPLAIN ANALYZE of each QIDO query (fastapi_app.sql's own statement and binds) is kept, its execution time
+   shown beside the HTTP figures (the rest is HTTP, auth and JSON); printed for a study search whose p99 at one
+   client misses 50 ms.
 
 Queries: QIDO /studies by PatientName=SURNAME* (limit=100), by a one-month StudyDate range (limit=100), by
 ModalitiesInStudy (limit=100), by StudyInstanceUID; /studies/{s}/series; /studies/{s}/instances; WADO-RS
@@ -38,7 +40,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
@@ -192,6 +194,7 @@ class Query:
     name: str
     study_search: bool
     paths: list[str]  # relative to the DICOMweb root; used in turn
+    urls: dict[str, str] = field(default_factory=dict)  # server name -> URL under its HTTP root, instead of paths
 
 
 @dataclass(frozen=True)
@@ -233,6 +236,9 @@ def queries_build(values: QueryValues) -> list[Query]:
     page = f"&limit={STUDY_PAGE}"
     names = values.surnames
     return [
+        # The floor: what a request costs each server before any query (NoctisPro: nginx, FastAPI, SELECT 1 and a
+        # Redis PING, no auth; Orthanc: its HTTP server and a system summary).
+        Query("floor: /health vs /system", False, ["/"], {"noctis": "/api/v1/health", "orthanc": "/system"}),
         Query("studies PatientName=SURNAME*", True, [f"/studies?PatientName={quote(n)}*{page}" for n in names]),
         Query("studies StudyDate=<month>", True, [f"/studies?StudyDate={month_range(m)}{page}" for m in values.months]),
         Query("studies ModalitiesInStudy=", True, [f"/studies?ModalitiesInStudy={m}{page}" for m in values.modalities]),
@@ -246,31 +252,39 @@ def queries_build(values: QueryValues) -> list[Query]:
 @dataclass(frozen=True)
 class Server:
     name: str
+    base: str  # http://host:port
     root: str  # DICOMweb root URL
     headers: dict[str, str]
 
+    def urls(self, query: Query) -> list[str]:
+        if self.name in query.urls:
+            return [self.base + query.urls[self.name]]
+        return [self.root + path for path in query.paths]
 
-async def _count(client: httpx.AsyncClient, server: Server, path: str) -> int:
-    response = await client.get(server.root + path, headers=server.headers)
+
+async def _count(client: httpx.AsyncClient, server: Server, url: str) -> int:
+    response = await client.get(url, headers=server.headers)
     if response.status_code == 204:
         return 0
     response.raise_for_status()
-    return len(response.json())
+    body = response.json()
+    return len(body) if isinstance(body, list) else 1
 
 
 async def result_counts(server: Server, query: Query, *, sample: int = 5) -> list[int]:
     """Number of results of the query's first `sample` values: the same on both servers, or the comparison lies."""
     async with httpx.AsyncClient(timeout=120) as client:
-        return [await _count(client, server, path) for path in query.paths[:sample]]
+        return [await _count(client, server, url) for url in server.urls(query)[:sample]]
 
 
 async def query_measure(server: Server, query: Query, *, concurrency: int, s: Settings) -> LoadResult:
     limits = httpx.Limits(max_connections=concurrency * 2, max_keepalive_connections=concurrency * 2)
     headers = {"Accept": "application/dicom+json", **server.headers}
+    urls = server.urls(query)
     async with httpx.AsyncClient(timeout=120, limits=limits) as client:
         return await load_run(
             client,
-            lambda i: server.root + query.paths[i % len(query.paths)],
+            lambda i: urls[i % len(urls)],
             concurrency=concurrency,
             requests=s.requests,
             max_seconds=s.seconds,
@@ -325,36 +339,63 @@ class _ExplainPool:
         return list(await self.conn.fetch("EXPLAIN (ANALYZE, BUFFERS) " + statement, *binds))
 
 
+def qido_target(path: str) -> tuple[tuple[str, ...], dict[str, list[str]] | None] | None:
+    """The QIDO levels and fixed UIDs of a DICOMweb path, as the router passes them; None when not a search."""
+    parts = urlsplit(path).path.strip("/").split("/")
+    if parts == ["studies"]:
+        return ("study",), None
+    if len(parts) == 3 and parts[0] == "studies" and parts[2] in {"series", "instances"}:
+        levels = ("study", "series") if parts[2] == "series" else ("study", "series", "instance")
+        return levels, {"StudyInstanceUID": [parts[1]]}
+    return None
+
+
 async def _explain(database_url: str, path: str) -> str:
     import asyncpg
 
     from fastapi_app import sql
     from fastapi_app.dicomweb import qido
 
-    request = qido.qido_request_parse(parse_qsl(urlsplit(path).query), levels=("study",))
+    target = qido_target(path)
+    if target is None:
+        raise ValueError(f"{path} is not a QIDO search")
+    levels, fixed = target
+    request = qido.qido_request_parse(parse_qsl(urlsplit(path).query), levels=levels, fixed=fixed)
     # The FastAPI pool plans each call with its real values (plan_cache_mode, fastapi_app/main.py); so does this.
     conn = await asyncpg.connect(database_url, server_settings={"plan_cache_mode": "force_custom_plan"})
     try:
         extra: dict[str, Any] = {}
         if "visible_facility_ids" in inspect.signature(sql.qido_search).parameters:
             extra["visible_facility_ids"] = None  # an administrator's search: every study
-        plan = await sql.qido_search(
-            _ExplainPool(conn),  # type: ignore[arg-type]
-            level="study", filters=request.filters, limit=request.limit + 1, offset=request.offset, **extra,
-        )  # fmt: skip
+        plan: list[dict[str, Any]] = []
+        for _ in range(2):  # the second run is the warm one, as in the measured loop
+            plan = await sql.qido_search(
+                _ExplainPool(conn),  # type: ignore[arg-type]
+                level=levels[-1], filters=request.filters, limit=request.limit + 1, offset=request.offset, **extra,
+            )  # fmt: skip
     finally:
         await conn.close()
     return "\n".join(str(next(iter(line.values()))) for line in plan)
 
 
-def explain_study_searches(database_url: str, queries: list[Query]) -> dict[str, str]:
+def execution_ms(plan: str) -> float | None:
+    """The "Execution Time" of an EXPLAIN ANALYZE text, in ms."""
+    for line in plan.splitlines():
+        if line.strip().startswith("Execution Time:"):
+            return float(line.split(":", 1)[1].split()[0])
+    return None
+
+
+def explain_searches(database_url: str, queries: list[Query]) -> dict[str, str]:
+    """EXPLAIN ANALYZE of each QIDO query's first value, through fastapi_app.sql's own statement and binds."""
     plans = {}
     for query in queries:
-        if query.study_search:
-            try:
-                plans[query.name] = asyncio.run(_explain(database_url, query.paths[0]))
-            except Exception as e:  # the SQL module changed shape: the figures still stand without the plan
-                plans[query.name] = f"EXPLAIN not available: {type(e).__name__}: {e}"
+        if query.urls or qido_target(query.paths[0]) is None:
+            continue
+        try:
+            plans[query.name] = asyncio.run(_explain(database_url, query.paths[0]))
+        except Exception as e:  # the SQL module changed shape: the figures still stand without the plan
+            plans[query.name] = f"EXPLAIN not available: {type(e).__name__}: {e}"
     return plans
 
 
@@ -368,6 +409,9 @@ def table_print(title: str, rows: list[dict[str, Any]], servers: list[str]) -> N
         header += f" | {name + ' p50':>14} {'p99':>8} {'req/s':>7}"
     if len(servers) == 2:
         header += f" | {'p50 ratio':>9} {'rps ratio':>9}"
+    sql_column = any(row.get("sql_ms") is not None for row in rows)
+    if sql_column:
+        header += f" | {'SQL ms':>6}"
     print(header)
     print("-" * len(header))
     for row in rows:
@@ -380,6 +424,9 @@ def table_print(title: str, rows: list[dict[str, Any]], servers: list[str]) -> N
                 line += f" | {'failed':>14} {'':>8} {'':>7}"
         if len(servers) == 2:
             line += f" | {row.get('ratio_p50', float('nan')):>9.2f} {row.get('ratio_rps', float('nan')):>9.2f}"
+        if sql_column:
+            sql_ms = row.get("sql_ms")
+            line += f" | {sql_ms:>6.1f}" if sql_ms is not None and row["concurrency"] == 1 else f" | {'':>6}"
         print(line)
 
 
@@ -411,11 +458,9 @@ def main() -> int:
         report["peer"] = orthanc.version()
         database_url = stack.env["DATABASE_URL"]
         token = api_token_create(stack)
-        noctis = Server(
-            "noctis", f"http://127.0.0.1:{stack.env['NOCTIS_HTTP_PORT']}/api/v1/dicomweb",
-            {"Authorization": f"Bearer {token}"},
-        )  # fmt: skip
-        peer = Server("orthanc", orthanc.dicomweb_url, {})
+        base = f"http://127.0.0.1:{stack.env['NOCTIS_HTTP_PORT']}"
+        noctis = Server("noctis", base, f"{base}/api/v1/dicomweb", {"Authorization": f"Bearer {token}"})
+        peer = Server("orthanc", orthanc.base_url, orthanc.dicomweb_url, {})
 
         n = len(files)
         load: dict[str, float] = {}
@@ -472,7 +517,9 @@ def main() -> int:
         queries = queries_build(values)
         print(f"at {total} instances:", flush=True)
         large_rows = suite_run([noctis], queries, s, label=f"{total}")
-        plans = explain_study_searches(database_url, queries)
+        plans = explain_searches(database_url, queries)
+        for row in large_rows:
+            row["sql_ms"] = execution_ms(plans.get(row["query"], ""))
         report["large"] = {"instances": total, "studies": studies, "results": large_rows, "explain": plans}
 
         table_print(f"Small set: {n} instances in {s.small_studies} studies in each server "

@@ -1,4 +1,4 @@
-"""The benchmark figures' arithmetic: nearest-rank percentiles, requests/s, ratios, query values."""
+"""The load generator's arithmetic: nearest-rank percentiles and requests/s."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import random
 
 import pytest
 
-from ops.bench_dicomweb import month_range, ratios_add
 from ops.loadgen import LoadResult, percentile
 
 
@@ -43,20 +42,3 @@ def test_load_summary_counts_answered_requests_per_second() -> None:
     assert (summary["p50_ms"], summary["p99_ms"], summary["max_ms"]) == (2.0, 4.0, 4.0)
     assert summary["errors"] == 1
     assert "latencies_ms" not in summary
-
-
-def test_ratios_are_ours_over_the_peers_and_skip_failed_cells() -> None:
-    peer = {"p50_ms": 10.0, "p99_ms": 10.0, "rps": 100.0}
-    rows = [
-        {"noctis": {"p50_ms": 5.0, "p99_ms": 20.0, "rps": 300.0}, "orthanc": dict(peer)},
-        {"noctis": {"errors": 3}, "orthanc": dict(peer)},
-    ]
-    ratios_add(rows, "noctis", "orthanc")
-    assert (rows[0]["ratio_p50"], rows[0]["ratio_p99"], rows[0]["ratio_rps"]) == (0.5, 2.0, 3.0)
-    assert "ratio_p50" not in rows[1]
-
-
-def test_month_range_ends_on_the_months_last_day() -> None:
-    assert month_range("202402") == "20240201-20240229"
-    assert month_range("202302") == "20230201-20230228"
-    assert month_range("201912") == "20191201-20191231"
