@@ -8,7 +8,7 @@ plus the Rust and SQL changes, in one commit.
 from django.conf import settings
 from django.contrib.postgres.indexes import GinIndex, OpClass
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Func, Q, Value
 from django.db.models.functions import Now, Upper
 from django.utils import timezone
 
@@ -88,6 +88,12 @@ class Study(models.Model):
             models.Index(fields=["accession_number"], name="study_accession"),
             models.Index(fields=["-received_at"], name="study_received_desc"),
             GinIndex(OpClass("modalities_in_study", name="gin_trgm_ops"), name="study_modalities_trgm"),
+            # ModalitiesInStudy matching (fastapi_app/sql.py: string_to_array(...) && $n): its statistics let the
+            # planner see that CT is in 40 % of studies and walk study_date_desc for the first page (64 ms -> 1 ms
+            # at 10,000 studies); a two-letter modality has no trigram for the index above.
+            GinIndex(
+                Func(F("modalities_in_study"), Value("\\"), function="string_to_array"), name="study_modalities_array"
+            ),
         ]
 
     def __str__(self) -> str:
