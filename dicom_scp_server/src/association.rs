@@ -59,7 +59,7 @@ pub fn storage_sop_class(uid: &str) -> bool {
 }
 
 pub fn abstract_syntax_supported(uid: &str) -> bool {
-    uid == VERIFICATION_SOP_CLASS || storage_sop_class(uid)
+    uid == VERIFICATION_SOP_CLASS || storage_sop_class(uid) || crate::query_retrieve::sop_class_supported(uid)
 }
 
 /// A presentation context we accepted.
@@ -137,10 +137,12 @@ pub fn negotiate(rq: &AssociationRQ, policy: &Policy) -> Negotiation {
                 pc.transfer_syntaxes.first(),
             )
         } else {
+            let supported =
+                crate::query_retrieve::transfer_syntaxes_for(abstract_syntax).unwrap_or(TRANSFER_SYNTAXES);
             match pc
                 .transfer_syntaxes
                 .iter()
-                .find(|ts| TRANSFER_SYNTAXES.contains(&ts.trim_end_matches('\0').trim()))
+                .find(|ts| supported.contains(&ts.trim_end_matches('\0').trim()))
             {
                 Some(ts) => (PresentationContextResultReason::Acceptance, Some(ts)),
                 None => (
@@ -165,7 +167,7 @@ pub fn negotiate(rq: &AssociationRQ, policy: &Policy) -> Negotiation {
             transfer_syntax,
         });
     }
-    let ac = AssociationAC {
+    let mut ac = AssociationAC {
         protocol_version: 1,
         calling_ae_title: rq.calling_ae_title.clone(),
         called_ae_title: rq.called_ae_title.clone(),
@@ -177,6 +179,7 @@ pub fn negotiate(rq: &AssociationRQ, policy: &Policy) -> Negotiation {
             UserVariableItem::ImplementationVersionName(IMPLEMENTATION_VERSION_NAME.to_string()),
         ],
     };
+    ac.user_variables.extend(crate::query_retrieve::role_replies(rq));
     Negotiation::Accept(ac, accepted)
 }
 
@@ -186,6 +189,7 @@ pub struct Services {
     pub storage: Arc<Storage>,
     pub notifier: Notifier,
     pub metrics: Arc<Metrics>,
+    pub qr: crate::query_retrieve::QueryRetrieve,
 }
 
 /// Largest non-P-DATA PDU we read (an A-ASSOCIATE-RQ with many contexts stays far below).
@@ -337,6 +341,7 @@ struct Session<'a> {
     called_ae: String,
     command: Vec<u8>,
     pending: Option<Pending>,
+    qr: crate::query_retrieve::QrSession,
 }
 
 /// Serve one accepted TCP connection until release, abort, timeout or error.
@@ -399,6 +404,7 @@ pub async fn association_serve(stream: TcpStream, services: &Services) {
         called_ae,
         command: Vec::new(),
         pending: None,
+        qr: crate::query_retrieve::QrSession::new(&rq),
     };
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -439,7 +445,30 @@ pub async fn association_serve(stream: TcpStream, services: &Services) {
                                 return;
                             }
                         }
-                        Ok(None) => {}
+                        Ok(None) => {
+                            if let Some(request) = session.qr.ready_take() {
+                                let served = crate::query_retrieve::operation_serve(
+                                    &mut stream,
+                                    services,
+                                    &session.qr,
+                                    &session.contexts,
+                                    &calling_ae,
+                                    request,
+                                )
+                                .await;
+                                if let Err(e) = served {
+                                    tracing::warn!(%peer, error = %e, "query/retrieve operation ended the association");
+                                    if !matches!(e, AssociationError::Aborted | AssociationError::Closed) {
+                                        abort(
+                                            &mut stream,
+                                            AbortRQServiceProviderReason::UnexpectedPduParameter,
+                                        )
+                                        .await;
+                                    }
+                                    return;
+                                }
+                            }
+                        }
                         Err(e) => {
                             tracing::warn!(%peer, error = %e, "protocol error; aborting");
                             abort(&mut stream, AbortRQServiceProviderReason::UnexpectedPduParameter).await;
@@ -482,7 +511,7 @@ impl Session<'_> {
         };
         match pdv.value_type {
             PDataValueType::Command => {
-                if self.pending.is_some() {
+                if self.pending.is_some() || self.qr.collecting() {
                     return Err(AssociationError::Protocol(
                         "command fragment while a data set was expected".into(),
                     ));
@@ -496,6 +525,10 @@ impl Session<'_> {
                 self.command_handle(&ctx, command).await
             }
             PDataValueType::Data => {
+                if self.qr.collecting() {
+                    self.qr.data(ctx.id, &pdv.data, pdv.is_last)?;
+                    return Ok(None);
+                }
                 let Some(pending) = self.pending.as_mut() else {
                     return Err(AssociationError::Protocol(
                         "data set fragment without a command".into(),
@@ -606,6 +639,9 @@ impl Session<'_> {
                     Ok(Some(self.pending_finish(p).await))
                 }
             }
+            dimse::C_FIND_RQ | dimse::C_MOVE_RQ | dimse::C_GET_RQ => Ok(self.qr.request_begin(ctx, &command)),
+            // A C-CANCEL for an operation already answered needs no answer (PS3.7 9.1.5).
+            dimse::C_CANCEL_RQ => Ok(None),
             other => {
                 tracing::warn!(command = format!("{other:#06x}"), "unsupported DIMSE command");
                 let pending = Pending {
@@ -836,7 +872,7 @@ mod tests {
                     vec!["1.2.3.999", "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2"],
                 ),
                 (3, "1.2.840.10008.1.1", vec!["1.2.840.10008.1.2"]),
-                (5, "1.2.840.10008.5.1.4.1.2.2.1", vec!["1.2.840.10008.1.2"]),
+                (5, "1.2.840.10008.5.1.4.31", vec!["1.2.840.10008.1.2"]), // Modality Worklist FIND
                 (7, "1.2.840.10008.5.1.4.1.1.2", vec!["1.2.3.999"]),
             ],
         );

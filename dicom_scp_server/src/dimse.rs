@@ -16,7 +16,24 @@ pub const ERROR_COMMENT: u16 = 0x0902;
 pub const AFFECTED_SOP_INSTANCE_UID: u16 = 0x1000;
 
 pub const C_STORE_RQ: u16 = 0x0001;
+pub const C_GET_RQ: u16 = 0x0010;
+pub const C_FIND_RQ: u16 = 0x0020;
+pub const C_MOVE_RQ: u16 = 0x0021;
 pub const C_ECHO_RQ: u16 = 0x0030;
+pub const C_CANCEL_RQ: u16 = 0x0FFF;
+pub const C_STORE_RSP: u16 = 0x8001;
+
+// Query/retrieve command elements (PS3.7 E.1-1).
+pub const MOVE_DESTINATION: u16 = 0x0600;
+pub const PRIORITY: u16 = 0x0700;
+pub const NUMBER_OF_REMAINING_SUBOPERATIONS: u16 = 0x1020;
+pub const NUMBER_OF_COMPLETED_SUBOPERATIONS: u16 = 0x1021;
+pub const NUMBER_OF_FAILED_SUBOPERATIONS: u16 = 0x1022;
+pub const NUMBER_OF_WARNING_SUBOPERATIONS: u16 = 0x1023;
+pub const MOVE_ORIGINATOR_AE_TITLE: u16 = 0x1030;
+pub const MOVE_ORIGINATOR_MESSAGE_ID: u16 = 0x1031;
+/// CommandDataSetType value we send when a data set follows (any value but 0x0101 means one does).
+pub const DATA_SET_PRESENT: u16 = 0x0001;
 pub const RESPONSE_BIT: u16 = 0x8000;
 /// CommandDataSetType value meaning "no data set follows".
 pub const NO_DATA_SET: u16 = 0x0101;
@@ -140,6 +157,64 @@ pub fn response(
     out
 }
 
+/// A command set being built (requests we send and Q/R responses): elements are kept by element number
+/// and encoded in ascending order with the group length first, Implicit VR Little Endian.
+#[derive(Debug, Clone, Default)]
+pub struct CommandSet {
+    elements: std::collections::BTreeMap<u16, Vec<u8>>,
+}
+
+impl CommandSet {
+    pub fn new(command_field: u16) -> CommandSet {
+        CommandSet::default().us(COMMAND_FIELD, command_field)
+    }
+
+    /// A UI value (padded with NUL to even length).
+    pub fn uid(mut self, element: u16, value: &str) -> CommandSet {
+        let mut v = value.as_bytes().to_vec();
+        if v.len() % 2 == 1 {
+            v.push(0);
+        }
+        self.elements.insert(element, v);
+        self
+    }
+
+    /// An AE / LO value (padded with a space; backslash and control characters dropped, at most 64).
+    pub fn text(mut self, element: u16, value: &str) -> CommandSet {
+        let mut v: Vec<u8> = value
+            .chars()
+            .filter(|c| (c.is_ascii_graphic() || *c == ' ') && *c != '\\')
+            .take(64)
+            .map(|c| c as u8)
+            .collect();
+        if v.len() % 2 == 1 {
+            v.push(b' ');
+        }
+        self.elements.insert(element, v);
+        self
+    }
+
+    pub fn us(mut self, element: u16, value: u16) -> CommandSet {
+        self.elements.insert(element, value.to_le_bytes().to_vec());
+        self
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut body = Vec::with_capacity(192);
+        for (element, value) in &self.elements {
+            body.extend_from_slice(&0u16.to_le_bytes());
+            body.extend_from_slice(&element.to_le_bytes());
+            body.extend_from_slice(&(value.len() as u32).to_le_bytes());
+            body.extend_from_slice(value);
+        }
+        let mut out = Vec::with_capacity(body.len() + 12);
+        out.extend_from_slice(&[0, 0, 0, 0, 4, 0, 0, 0]);
+        out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        out.extend_from_slice(&body);
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,6 +241,30 @@ mod tests {
             u32::from_le_bytes(group_length.try_into().unwrap()) as usize,
             bytes.len() - 12
         );
+    }
+
+    #[test]
+    fn command_set_encodes_in_tag_order_with_group_length() {
+        let bytes = CommandSet::new(C_MOVE_RQ | RESPONSE_BIT)
+            .us(STATUS, 0xFF00)
+            .us(MESSAGE_ID_BEING_RESPONDED_TO, 3)
+            .uid(AFFECTED_SOP_CLASS_UID, "1.2.840.10008.5.1.4.1.2.2.2")
+            .text(MOVE_ORIGINATOR_AE_TITLE, "AE\\X")
+            .us(NUMBER_OF_REMAINING_SUBOPERATIONS, 5)
+            .encode();
+        let c = Command::parse(&bytes).unwrap();
+        assert_eq!(c.command_field(), Some(0x8021));
+        assert_eq!(c.u16(STATUS), Some(0xFF00));
+        assert_eq!(c.u16(NUMBER_OF_REMAINING_SUBOPERATIONS), Some(5));
+        assert_eq!(
+            c.string(AFFECTED_SOP_CLASS_UID).as_deref(),
+            Some("1.2.840.10008.5.1.4.1.2.2.2")
+        );
+        assert_eq!(c.string(MOVE_ORIGINATOR_AE_TITLE).as_deref(), Some("AEX"));
+        let group_length = u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize;
+        assert_eq!(group_length, bytes.len() - 12);
+        // Affected SOP Class UID (0002) comes right after the group length.
+        assert_eq!(&bytes[12..16], &[0, 0, 2, 0]);
     }
 
     #[test]

@@ -125,3 +125,20 @@ pub enum NotifyError {
     #[error("webhook answer unreadable: {0}")]
     BadResponse(String),
 }
+
+/// Failures of the outgoing C-STORE association to a C-MOVE destination (scu.rs).
+#[derive(Debug, thiserror::Error)]
+pub enum ScuError {
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        addr: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("association rejected ({0})")]
+    Rejected(String),
+    #[error("timed out {0}")]
+    Timeout(&'static str),
+    #[error("{0}")]
+    Association(#[from] AssociationError),
+}

@@ -6,6 +6,10 @@
 //! PDUs) → dimse (command sets) → store (temp file, validation, fsync) → durability (rename, folder fsync and receipt INSERT, grouped
 //! across concurrent stores) → receipt (SQL) → notify
 //! (webhook). status maps failures to DICOM statuses; health serves /health and /metrics.
+//!
+//! Query/retrieve on the same associations: query_retrieve (Q/R SOP classes, role selection, the running
+//! operation and C-CANCEL) → query (C-FIND identifiers → SQL over Django's index) and retrieve (C-MOVE /
+//! C-GET sub-operations from the stored files) → scu (DIMSE framing, the association to a move destination).
 
 pub mod association;
 pub mod config;
@@ -14,7 +18,11 @@ pub mod durability;
 pub mod error;
 pub mod health;
 pub mod notify;
+pub mod query;
+pub mod query_retrieve;
 pub mod receipt;
+pub mod retrieve;
+pub mod scu;
 pub mod server;
 pub mod status;
 pub mod store;

@@ -90,6 +90,8 @@ pub async fn server_bind(config: Config) -> Result<Bound, ServerError> {
         addr: String::new(),
         source,
     })?);
+    let qr = crate::query_retrieve::QueryRetrieve::new(&config)
+        .map_err(|e| ServerError::Database(e.to_string()))?;
     Ok(Bound {
         dicom,
         http,
@@ -98,6 +100,7 @@ pub async fn server_bind(config: Config) -> Result<Bound, ServerError> {
             storage: Arc::new(storage),
             notifier,
             metrics,
+            qr,
         }),
         dicom_addr,
         http_addr,

@@ -17,11 +17,37 @@ pub const DATASET_DOES_NOT_MATCH: u16 = 0xA900;
 /// Error: cannot understand (undecodable data set, missing or invalid UIDs).
 pub const CANNOT_UNDERSTAND: u16 = 0xC000;
 
+// Query/retrieve (PS3.4 C.4.1.1.4, C.4.2.1.5, C.4.3.1.4).
+/// Pending: a match (C-FIND) or a sub-operation done (C-MOVE / C-GET), more to come.
+pub const PENDING: u16 = 0xFF00;
+/// Pending, and some optional keys asked for are not supported (returned empty).
+pub const PENDING_KEYS_UNSUPPORTED: u16 = 0xFF01;
+/// Cancel: the operation stopped at the SCU's C-CANCEL.
+pub const CANCEL: u16 = 0xFE00;
+/// Refused: out of resources - unable to calculate the number of matches (database down).
+pub const OUT_OF_RESOURCES_MATCHES: u16 = 0xA701;
+/// Refused: out of resources - unable to perform sub-operations (the destination cannot be reached).
+pub const OUT_OF_RESOURCES_SUBOPERATIONS: u16 = 0xA702;
+/// Refused: move destination unknown.
+pub const MOVE_DESTINATION_UNKNOWN: u16 = 0xA801;
+/// Error: identifier does not match SOP class (no or unknown QueryRetrieveLevel, missing unique key).
+pub const IDENTIFIER_DOES_NOT_MATCH: u16 = 0xA900;
+/// Failed: unable to process (undecodable identifier).
+pub const UNABLE_TO_PROCESS: u16 = 0xC000;
+/// Failed: unable to process (a matching value the key's matching cannot use, e.g. a malformed date).
+pub const UNABLE_TO_PROCESS_VALUE: u16 = 0xC001;
+/// Warning: sub-operations complete, one or more failures or warnings.
+pub const SUBOPERATIONS_WARNING: u16 = 0xB000;
+
 /// Human name of a status, for logs.
 pub fn name(status: u16) -> &'static str {
     match status {
         SUCCESS => "Success",
         SOP_CLASS_NOT_SUPPORTED => "Refused: SOP class not supported",
+        PENDING | PENDING_KEYS_UNSUPPORTED => "Pending",
+        CANCEL => "Cancel",
+        MOVE_DESTINATION_UNKNOWN => "Refused: move destination unknown",
+        SUBOPERATIONS_WARNING => "Warning: sub-operations complete with failures or warnings",
         UNRECOGNIZED_OPERATION => "Refused: unrecognized operation",
         0xA700..=0xA7FF => "Refused: out of resources",
         0xA900..=0xA9FF => "Error: data set does not match SOP class",
