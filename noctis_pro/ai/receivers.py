@@ -38,9 +38,9 @@ def analyses_wanted(
             analyzer = known.get(name)
             if analyzer is None:
                 continue
-            study_scope = analyzer.scope == "study"
-            if not study_scope and not analyzer.applies_to(f):
+            if not analyzer.applies_to(f):  # a study-scoped one too: dose runs when CT or a dose SR arrives
                 continue
+            study_scope = analyzer.scope == "study"
             wanted.setdefault((study_id, None if study_scope else series_id, name), requested_by)
     return [(study, series, name, by) for (study, series, name), by in wanted.items()]
 

@@ -202,3 +202,14 @@ def test_onnx_runner_returns_the_tiny_models_known_output(storage_root: Path, tm
     assert analysis.result["top_label"] == "twice"
     assert analysis.result["slices_used"] == 1
     np.testing.assert_array_equal(analysis.result["values"], [1.75, -2.0])
+
+
+@pytest.mark.django_db
+def test_a_study_rule_queues_once_per_study_and_only_for_series_it_applies_to(storage_root: Path) -> None:
+    AnalysisRule.objects.create(name="dose-any", analyzer="radiation_dose")  # blank conditions: any series
+    study_uid = generate_uid()
+    mr = index(storage_root, [make_dataset(modality="MR", study_uid=study_uid)])
+    assert not AIAnalysis.objects.filter(study=mr).exists()  # an MR series has no dose to read
+    index(storage_root, ct_series(study_uid, numbers=[1, 2]) + ct_series(study_uid, numbers=[1, 2]))
+    (dose,) = AIAnalysis.objects.filter(study=mr)  # two CT series, one study-wide analysis
+    assert (dose.analyzer, dose.series_id, dose.requested_by) == ("radiation_dose", None, "rule:dose-any")
