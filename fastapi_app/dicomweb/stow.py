@@ -28,6 +28,7 @@ from pynetdicom import AE, _config
 from pynetdicom.dsutils import split_dataset
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser
+from starlette.concurrency import run_in_threadpool
 
 from fastapi_app.dicomweb.media import DICOM, DICOM_JSON, _split_outside_quotes
 from fastapi_app.errors import ApiError, InvalidRequestError
@@ -50,6 +51,7 @@ CANNOT_UNDERSTAND = 0xC000
 WARNINGS = range(0xB000, 0xC000)
 MAX_CONTEXTS = 128  # presentation contexts per association (odd ids 1..255)
 NETWORK_TIMEOUT_SECONDS = 120
+WRITE_BATCH = 1 << 20
 
 
 class UnsupportedMediaTypeError(ApiError):
@@ -127,8 +129,8 @@ async def parts_receive(
     if boundary is None:
         part = _part_open(parts, directory, DICOM)
         with part.open("wb") as out:
-            async for chunk in chunks:
-                out.write(chunk)
+            async for batch in _batches(chunks):
+                await run_in_threadpool(out.write, batch)
         return parts
 
     state: dict[str, Any] = {"out": None, "field": b"", "value": b"", "headers": {}, "ended": False}
@@ -173,8 +175,8 @@ async def parts_receive(
     }
     parser = MultipartParser(boundary.encode("latin-1"), callbacks)  # type: ignore[arg-type]
     try:
-        async for chunk in chunks:
-            parser.write(chunk)
+        async for batch in _batches(chunks):
+            await run_in_threadpool(parser.write, batch)  # the callbacks write the files: not on the event loop
         parser.finalize()
     except FormParserError as exc:
         raise InvalidRequestError(f"the multipart/related body cannot be parsed: {exc}") from None
@@ -184,6 +186,18 @@ async def parts_receive(
     if not state["ended"]:
         raise InvalidRequestError("the multipart/related body ends before its closing boundary")
     return parts
+
+
+async def _batches(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The body in pieces of about WRITE_BATCH bytes (one worker-thread hop per piece, not per network read)."""
+    buffer = bytearray()
+    async for chunk in chunks:
+        buffer += chunk
+        if len(buffer) >= WRITE_BATCH:
+            yield bytes(buffer)
+            buffer.clear()
+    if buffer:
+        yield bytes(buffer)
 
 
 def _part_open(parts: list[ReceivedPart], directory: Path | None, content_type: str) -> Path:

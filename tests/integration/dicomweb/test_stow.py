@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -244,3 +245,22 @@ def test_stow_target_study_must_be_a_uid(stow_http: httpx.Client) -> None:
     response = stow_http.post(f"/studies/{uuid.uuid4()}", content=body, headers={"Content-Type": content_type})
     assert response.status_code == 400
     assert "StudyInstanceUID" in response.json()["detail"]
+
+
+def test_a_chunked_upload_of_large_instances_is_stored_whole(stow_http: httpx.Client, storage_root: Path) -> None:
+    """Sent with chunked transfer encoding in odd-sized pieces, so boundaries fall across the server's reads."""
+    study = generate_uid()
+    big = [make_dataset(study_uid=study, instance_number=n, rows=1024, columns=1024) for n in (1, 2)]
+    body, content_type = multipart([part10(ds) for ds in big])
+
+    def pieces() -> Iterator[bytes]:
+        for start in range(0, len(body), 65_537):
+            yield body[start : start + 65_537]
+
+    response = stow_http.post("/studies", content=pieces(), headers={"Content-Type": content_type})
+    assert response.status_code == 200, response.text
+    for ds in big:
+        path = storage_root / instance_relpath(
+            study_uid=study, series_uid=ds.SeriesInstanceUID, sop_instance_uid=ds.SOPInstanceUID
+        )
+        assert dataset_bytes(path.read_bytes()) == dataset_bytes(part10(ds))
