@@ -48,10 +48,11 @@ CurrentUser = Annotated[auth.User, Depends(_current_user)]
 
 
 def remote_addr(conn: HTTPConnection) -> str:
-    """The client as Django's audit sees it: behind nginx, the first X-Forwarded-For entry."""
+    """The client as Django's audit sees it (core/audit.py): behind nginx ($proxy_add_x_forwarded_for) the LAST
+    X-Forwarded-For entry is the address nginx saw; earlier entries come from the client and can be forged."""
     forwarded = conn.headers.get("x-forwarded-for", "")
     if forwarded:
-        return forwarded.split(",")[0].strip()[:64]
+        return forwarded.split(",")[-1].strip()[:64]
     return conn.client.host[:64] if conn.client else ""
 
 

@@ -14,6 +14,7 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("nodes/", include("noctis_pro.pacs.node_urls")),
+    path("", include("noctis_pro.accounts.urls")),
     path("", include("noctis_pro.reports.urls")),
     path("", include("noctis_pro.worklist.urls")),
     path("", include("noctis_pro.exports.urls")),

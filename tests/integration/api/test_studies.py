@@ -162,7 +162,7 @@ async def test_study_detail_lists_series_and_writes_audit(
 
     study = await study_make(modalities=("CT", "MR"), instances_per_series=3, thumbnail="thumbs/x.png")
     response = await api.get(
-        f"{STUDIES}/{study.study_instance_uid}", headers={**auth_headers, "X-Forwarded-For": "10.1.2.3, 127.0.0.1"}
+        f"{STUDIES}/{study.study_instance_uid}", headers={**auth_headers, "X-Forwarded-For": "203.0.113.9, 10.1.2.3"}
     )
     assert response.status_code == 200
     body = response.json()
