@@ -150,6 +150,25 @@ def analyzer_execute(analyzer: Analyzer, context: AnalysisContext) -> dict[str, 
     return result
 
 
+class ProcessorStoppingError(BaseException):
+    """Raised in the processor's main thread by a second SIGTERM/SIGINT: stop now, release the analysis.
+    A BaseException, so no analyzer's `except Exception` swallows it."""
+
+
+def analysis_release(*, analysis: AIAnalysis) -> bool:
+    """Give a running analysis back to the queue as if this attempt never happened (its processor is stopping)."""
+    connection.close()  # the stop may have interrupted a query: start from a fresh connection
+    released = AIAnalysis.objects.filter(pk=analysis.pk, status=Status.RUNNING, worker=analysis.worker).update(
+        status=Status.PENDING,
+        attempts=F("attempts") - 1,
+        started_at=None,
+        heartbeat_at=None,
+        error=f"released by {analysis.worker} (stopped)",
+    )
+    logger.info("analysis %s (%s) released", analysis.pk, analysis.analyzer)
+    return bool(released)
+
+
 class Heartbeat:
     """While an analysis runs, a thread refreshes its heartbeat_at (on its own connection, closed at the end)."""
 

@@ -143,3 +143,27 @@ def test_an_analysis_longer_than_the_stuck_timeout_is_not_taken_twice(
     assert analysis.attempts == 1
     assert len(runs(tmp_path)) == 1
     assert analysis.heartbeat_at > analysis.started_at  # refreshed while it ran
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sigterm_finishes_the_analysis_and_a_second_one_releases_it(
+    archive: Callable[..., Receipt], processors: Callable[..., list[subprocess.Popen[str]]], tmp_path: Path
+) -> None:
+    (stopping,) = processors(30)
+    analysis = AIAnalysis.objects.create(study=a_study(archive), analyzer="test_slow")
+    wait_for(lambda: runs(tmp_path) == [(analysis.pk, stopping.pid)], 30, "the run to start")
+    stopping.send_signal(signal.SIGTERM)
+    time.sleep(1)
+    assert stopping.poll() is None  # the first SIGTERM lets the analysis finish
+    assert AIAnalysis.objects.get(pk=analysis.pk).status == "running"
+    stopping.send_signal(signal.SIGTERM)
+    assert stopping.wait(timeout=10) == 0  # the second stops at once
+
+    analysis.refresh_from_db()
+    assert (analysis.status, analysis.attempts) == ("pending", 0)  # released: the attempt does not count
+    assert analysis.error == f"released by {analysis.worker} (stopped)"
+    (taker,) = processors(0.1)
+    wait_for(lambda: AIAnalysis.objects.get(pk=analysis.pk).status == "done", 30, "the released analysis")
+    analysis.refresh_from_db()
+    assert (analysis.attempts, analysis.error) == (1, "")
+    assert [pid for _, pid in runs(tmp_path)] == [stopping.pid, taker.pid]

@@ -1,6 +1,7 @@
 """`manage.py process_ai_analyses [--continuous] [--poll-seconds S]`: the AI processor loop.
 
-One analysis at a time. SIGTERM/SIGINT let the current analysis finish, then the process exits 0.
+One analysis at a time. SIGTERM/SIGINT let the current analysis finish, then the process exits 0; a second
+SIGTERM/SIGINT stops at once and releases the current analysis (back to pending, the attempt not counted).
 Without --continuous it processes what is pending and exits.
 """
 
@@ -15,7 +16,14 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import DatabaseError, close_old_connections, connection
 
-from noctis_pro.ai.processing import analyses_fail_exhausted, analysis_run, analysis_take_next, worker_id
+from noctis_pro.ai.processing import (
+    ProcessorStoppingError,
+    analyses_fail_exhausted,
+    analysis_release,
+    analysis_run,
+    analysis_take_next,
+    worker_id,
+)
 
 logger = logging.getLogger("noctis_pro.ai.processor")
 
@@ -30,9 +38,14 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         poll = options["poll_seconds"] if options["poll_seconds"] is not None else settings.AI_POLL_SECONDS
         stop = threading.Event()
+        running = threading.Event()
 
         def request_stop(signum: int, _frame: Any) -> None:
-            logger.info("stopping (%s): finishing the current analysis", signal.Signals(signum).name)
+            name = signal.Signals(signum).name
+            if stop.is_set() and running.is_set():
+                logger.info("stopping now (%s again): releasing the current analysis", name)
+                raise ProcessorStoppingError(name)
+            logger.info("stopping (%s): finishing the current analysis", name)
             stop.set()
 
         signal.signal(signal.SIGTERM, request_stop)
@@ -47,7 +60,14 @@ class Command(BaseCommand):
                 analyses_fail_exhausted()
                 analysis = analysis_take_next(worker=worker)
                 if analysis is not None:
-                    analysis_run(analysis=analysis)
+                    running.set()
+                    try:
+                        analysis_run(analysis=analysis)
+                    except ProcessorStoppingError:
+                        analysis_release(analysis=analysis)
+                        break
+                    finally:
+                        running.clear()
                     processed += 1
                     continue
             except DatabaseError:
