@@ -361,6 +361,25 @@ def test_c_cancel_stops_a_move_between_sub_operations(stack: Stack, archive: Arc
     assert len(stores) == 2
 
 
+def test_c_cancel_stops_a_find(stack: Stack, archive: Archive) -> None:
+    """pynetdicom sends the C-FIND-RQ when send_c_find is called: a C-CANCEL right behind it reaches the SCP
+    while it queries, so it answers 0xFE00 before sending every match."""
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = "IMAGE"
+    identifier.StudyInstanceUID = archive.study_a
+    identifier.SOPInstanceUID = ""
+    ae = association(stack, StudyRootQueryRetrieveInformationModelFind)
+    assoc = ae.associate("127.0.0.1", stack.dicom_port, ae_title=stack.ae_title)
+    assert assoc.is_established
+    (context,) = assoc.accepted_contexts
+    responses = assoc.send_c_find(identifier, StudyRootQueryRetrieveInformationModelFind, msg_id=11)
+    assoc.send_c_cancel(11, context.context_id)
+    statuses = [status.Status for status, _ in responses]
+    assoc.release()
+    assert statuses[-1] == 0xFE00
+    assert len(statuses) - 1 < 4  # the study has 4 images
+
+
 def test_implicit_only_destination_gets_a_re_encoded_data_set(stack: Stack, archive: Archive) -> None:
     """A destination that takes only Implicit VR Little Endian still gets the Explicit VR files, re-encoded."""
     got: dict[str, tuple[Dataset, str]] = {}
