@@ -9,7 +9,7 @@ SCP := dicom_scp_server
 export TCP_NODELAY := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint lint-python lint-rust migrations-check fmt bench bench-ai bench-dicomweb install install-test clean
+.PHONY: help run test lint lint-python lint-rust migrations-check fmt bench bench-ai bench-dicomweb bench-viewer install install-test clean
 
 help:  ## list the targets
 	@awk -F ':.*## ' '/^[a-z-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -24,6 +24,10 @@ bench: install-test  ## ingest benchmark against dcmtk storescp, then bench-dico
 	$(PY) -m ops.bench
 	$(PY) -m ops.bench_dicomweb
 	$(PY) -m ops.bench_ai
+	$(PY) -m ops.bench_viewer
+
+bench-viewer: install-test  ## viewer in headless Chromium: click to first image and scroll fps on a 300-slice CT
+	$(PY) -m ops.bench_viewer
 
 bench-ai: install-test  ## AI analyses/s (completeness, quality) on a 300-slice CT, 1 and 2 processors
 	$(PY) -m ops.bench_ai

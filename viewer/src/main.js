@@ -11,6 +11,8 @@ import {
   cache,
   eventTarget,
   getRenderingCapabilities,
+  getShouldUseCPURendering,
+  getWebWorkerManager,
   init as coreInit,
   setUseCPURendering,
 } from '@cornerstonejs/core';
@@ -65,6 +67,16 @@ const PRIMARY_TOOLS = [
   { id: 'ellipse', tool: EllipticalROITool, label: 'Ellipse', key: 'e', title: 'Elliptical ROI' },
   { id: 'rect', tool: RectangleROITool, label: 'Rect', key: 'g', title: 'Rectangular ROI' },
 ];
+const WARM_UP_FRAME = {
+  rows: 1,
+  columns: 1,
+  samplesPerPixel: 1,
+  bitsAllocated: 16,
+  bitsStored: 16,
+  highBit: 15,
+  pixelRepresentation: 0,
+  photometricInterpretation: 'MONOCHROME2',
+};
 const MEASUREMENT_TOOLS = new Set(['length', 'angle', 'ellipse', 'rect']);
 const SHORTCUTS = [
   ['↑ ↓ / wheel', 'previous / next image'],
@@ -88,6 +100,7 @@ const SHORTCUTS = [
 const hook = {
   ready: false,
   error: null,
+  rendering: null, // 'cpu' or 'gpu': which Cornerstone path draws
   firstImageAt: null, // performance.now() when the first image was drawn
   lastMeasurement: null,
   measurements: [],
@@ -598,12 +611,21 @@ function measurementsRefresh() {
   if (!all.length) measurementList.append(el('li', { cls: 'muted', text: 'None yet' }));
 }
 
-const completedAnnotations = new Set(); // drawn to the end (mouse up); while drawing, stats are provisional
+// Final: drawn to the end (mouse up) and its stats computed from the final handles. Stats follow the handles at
+// the next render, so an annotation completed with handles newer than its stats waits for that StatsUpdated.
+const completedAnnotations = new Set();
+const awaitingStats = new Set();
 
 function onAnnotation(event) {
   const annotation = event.detail?.annotation;
   if (!annotation) return;
-  if (event.type === ToolEnums.Events.ANNOTATION_COMPLETED) completedAnnotations.add(annotation.annotationUID);
+  const uid = annotation.annotationUID;
+  if (event.type === ToolEnums.Events.ANNOTATION_COMPLETED) {
+    (annotation.invalidated ? awaitingStats : completedAnnotations).add(uid);
+  } else if (awaitingStats.has(uid) && event.detail.changeType === ToolEnums.ChangeTypes.StatsUpdated) {
+    awaitingStats.delete(uid);
+    completedAnnotations.add(uid);
+  }
   const m = measurementOf(annotation);
   if (m) hook.lastMeasurement = { ...m, completed: completedAnnotations.has(m.uid) };
   measurementsRefresh();
@@ -753,11 +775,23 @@ async function start() {
   // A software rasteriser (no GPU, e.g. a headless browser or a VM) draws stacks faster on the CPU path.
   const capabilities = getRenderingCapabilities?.();
   if (capabilities?.softwareRasterizer) setUseCPURendering(true);
+  hook.rendering = getShouldUseCPURendering() ? 'cpu' : 'gpu';
   toolsInit();
   loaderInit({
     maxWebWorkers: Math.max(1, Math.min(4, Math.floor((navigator.hardwareConcurrency || 2) / 2))),
     beforeSend: () => ({ Accept: FRAME_ACCEPT }),
   });
+  // Start the decode worker now (a 1-pixel frame), not when the first frame arrives: its start-up and module load
+  // would otherwise sit between that frame and the first image.
+  getWebWorkerManager()
+    .executeTask('dicomImageLoader', 'decodeTask', {
+      imageFrame: WARM_UP_FRAME,
+      transferSyntax: '1.2.840.10008.1.2.1',
+      pixelData: new Uint8Array(2),
+      options: { preScale: { enabled: false } },
+      decodeConfig: {},
+    })
+    .catch(() => {}); // only a warm-up: the real frames report their own errors
   for (const t of PRIMARY_TOOLS) addTool(t.tool);
   toolGroup = ToolGroupManager.createToolGroup(TOOL_GROUP_ID);
   for (const t of PRIMARY_TOOLS) toolGroup.addTool(t.tool.toolName);
