@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import psycopg
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
@@ -22,8 +23,8 @@ def page(stack: Stack, browser: Browser) -> Iterator[Page]:
     page = browser.new_page()
     yield page
     page.close()
-    for name in ("self", XSS_NAME):
-        stack.manage("dicom_node", "remove", name, check=False)
+    with psycopg.connect(stack.env["DATABASE_URL"], autocommit=True) as conn:  # faster than two manage.py runs
+        conn.execute("DELETE FROM pacs_node WHERE name = ANY(%s)", (["self", XSS_NAME],))
 
 
 def _add_node(page: Page, *, name: str, ae_title: str, port: int) -> None:

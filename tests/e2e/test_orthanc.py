@@ -1,5 +1,6 @@
-"""Orthanc (Debian's package) as the other PACS, started on loopback beside the real stack: we forward a study to
-it and see it in its REST API, query it from /api/v1 (remote C-FIND), and C-MOVE a study from it into ours.
+"""Orthanc (Debian's package) as the other PACS, started on loopback beside the real stack: we send a study to it
+(asked through /api/v1, and by a routing rule on arrival) and see it in its REST API, query it from /api/v1
+(remote C-FIND), and C-MOVE a study from it into ours.
 
 One Orthanc per module (temp storage, free HTTP and DICOM ports), our stack's AE registered in its
 DicomModalities so it accepts our C-FIND/C-MOVE and knows where to send; Orthanc registered as a node through
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pydicom
 import pytest
 from pydicom.uid import generate_uid
@@ -211,3 +213,38 @@ def test_orthanc_is_queried_and_a_study_moved_from_it_into_ours(
     assert detail["number_of_instances"] == 4
     stored = {pydicom.dcmread(p).SOPInstanceUID for p in (stack.storage_root / study_uid).rglob("*.dcm")}
     assert stored == {pydicom.dcmread(p).SOPInstanceUID for p in files}
+
+
+def test_a_routing_rule_forwards_what_arrives_to_orthanc(
+    stack: Stack, api: Api, orthanc: Orthanc, orthanc_node: dict[str, Any], tmp_path: Path
+) -> None:
+    sender = "RULE_SENDER"  # only this test's C-STOREs match the rule
+    with psycopg.connect(stack.env["DATABASE_URL"], autocommit=True) as conn:
+        rule_id = conn.execute(
+            "INSERT INTO pacs_forwardrule (name, node_id, modality, calling_ae, enabled)"
+            " VALUES ('CT from RULE_SENDER', %s, 'CT', %s, true) RETURNING id",
+            (orthanc_node["id"], sender),
+        ).fetchone()[0]
+        try:
+            study_uid, files = _study(tmp_path, patient_name="Rule^Forward", patient_id="E2E-ORTHANC-RULE", count=2)
+            ae = AE(ae_title=sender)
+            ae.requested_contexts = StoragePresentationContexts
+            assoc = ae.associate("127.0.0.1", stack.dicom_port, ae_title=stack.ae_title)
+            assert assoc.is_established
+            assert [assoc.send_c_store(path).Status for path in files] == [0, 0]
+            assoc.release()
+
+            deadline = time.monotonic() + TRANSFER_TIMEOUT_SECONDS
+            forwarded = 0
+            while forwarded < 2 and time.monotonic() < deadline:
+                transfers = api("GET", "/api/v1/transfers", params={"kind": "forward", "study_uid": study_uid}).json()
+                forwarded = sum(t["completed"] for t in transfers if t["status"] == "done")
+                time.sleep(0.25)
+            assert forwarded == 2, transfers
+            assert {t["node_name"] for t in transfers} == {"orthanc"}
+            study = _orthanc_study(orthanc, study_uid)
+            assert study is not None
+            instances = httpx.get(f"{orthanc.base_url}/studies/{study['ID']}/instances", timeout=10).json()
+            assert len(instances) == 2
+        finally:
+            conn.execute("DELETE FROM pacs_forwardrule WHERE id = %s", (rule_id,))
