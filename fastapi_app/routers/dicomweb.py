@@ -603,6 +603,15 @@ async def _store(
             len(outcomes),
             "; ".join(f"{o.sop_instance_uid or '?'} 0x{o.status or 0:04X} {o.reason}" for o in failed[:20]),
         )
+        await _audit(
+            pool,
+            request,
+            user,
+            action="study.store_failed",
+            object_type="study",
+            object_id=study or "",
+            detail={"failed": len(failed), "reasons": sorted({f"{o.status or 0:04X}" for o in failed})},
+        )
     return Response(json.dumps(body, separators=(",", ":")), status_code=status, media_type=media.DICOM_JSON)
 
 

@@ -151,3 +151,12 @@ def test_public_base_url_names_the_retrieve_and_bulk_data_urls(
         == f"{root}/studies/{study}/series/{ct}/instances/{files[0]['00080018']['Value'][0]}/bulkdata/7FE00010"
     )
     assert found[0]["00081190"]["Value"] == [f"{root}/studies/{study}"]
+
+
+def test_a_public_base_url_that_is_not_http_stops_the_service(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fastapi_app.settings import ConfigError, settings_load
+
+    monkeypatch.setenv("NOCTIS_PUBLIC_BASE_URL", "pacs.example.org")
+    monkeypatch.setenv("DJANGO_SECRET_KEY", "x" * 50)
+    with pytest.raises(ConfigError, match="NOCTIS_PUBLIC_BASE_URL"):
+        settings_load()

@@ -160,12 +160,16 @@ def test_bad_parts_fail_alone_with_their_c_store_status(stow_http: httpx.Client,
 
 def test_nothing_stored_is_409_and_an_unknown_sop_class_is_0122(stow_http: httpx.Client) -> None:
     ds = make_dataset()
-    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.2.1.1"  # a query model
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.826.0.1.3680043.10.1001.999"  # no storage class
     body, content_type = multipart([part10(ds)])
     response = stow_http.post("/studies", content=body, headers={"Content-Type": content_type})
     assert response.status_code == 409
     assert failures(response.json()) == {ds.SOPInstanceUID: 0x0122}
     assert REFERENCED_SOP_SEQUENCE not in response.json()
+    from noctis_pro.core.models import AuditEvent
+
+    event = AuditEvent.objects.get(action="study.store_failed")
+    assert event.detail == {"failed": 1, "reasons": ["0122"]}
 
 
 def test_a_single_application_dicom_body_is_stored(stow_http: httpx.Client) -> None:
