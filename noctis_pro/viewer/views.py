@@ -1,4 +1,4 @@
-"""The viewer page: one study, opened by a logged-in user, audited as a study view.
+"""The viewer page: one study, opened by a user whose role may view studies, audited as a study view.
 
 The page only hands the bundle where to read (the DICOMweb root, the study UID); the images, metadata and
 thumbnails come from FastAPI's /api/v1/dicomweb over the same origin, authenticated by the session cookie.
@@ -6,12 +6,13 @@ thumbnails come from FastAPI's /api/v1/dicomweb over the same origin, authentica
 
 from __future__ import annotations
 
-from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_GET
 
+from noctis_pro.accounts.roles import role_required
+from noctis_pro.contracts import roles
 from noctis_pro.contracts.uids import uid_is_valid
 from noctis_pro.core.audit import audit_record
 from noctis_pro.pacs.selectors import study_detail
@@ -19,7 +20,7 @@ from noctis_pro.pacs.selectors import study_detail
 DICOMWEB_ROOT = "/api/v1/dicomweb"
 
 
-@login_required
+@role_required(roles.STUDY_VIEW)  # facilities: study_detail shows only the user's studies
 @require_GET
 def study_view(request: HttpRequest, study_uid: str) -> HttpResponse:
     study = study_detail(user=request.user, study_uid=study_uid) if uid_is_valid(study_uid) else None

@@ -86,6 +86,7 @@ def index(request: HttpRequest) -> HttpResponse:
         status_links.append(
             {
                 "label": label,
+                "status": value,
                 "count": counts[value or "all"],
                 "url": "?" + status_query.urlencode(),
                 "active": filters.status == value,

@@ -28,6 +28,16 @@
     return null;
   }
 
+  // The status tabs' counts follow the rows this page sees change (a reload recounts everything).
+  function countsMove(from, to) {
+    if (from === to) { return; }
+    [[from, -1], [to, 1], [from === null ? "all" : null, 1]].forEach(function (change) {
+      if (!change[0]) { return; }
+      var tab = document.querySelector('#status-counts a[data-status="' + change[0] + '"] .count');
+      if (tab) { tab.textContent = String(Math.max(0, parseInt(tab.textContent, 10) + change[1])); }
+    });
+  }
+
   function refreshRow(uid) {
     var existing = findRow(uid);
     if (!existing && !liveInsert) { return; }  // filtered or paged view: new studies may not belong here
@@ -51,6 +61,7 @@
       if (!row) { return; }
       row.classList.add("updated");
       var current = findRow(uid);
+      countsMove(current ? current.getAttribute("data-status") : null, row.getAttribute("data-status"));
       if (current) {
         current.replaceWith(row);
       } else {

@@ -33,7 +33,7 @@ VISIBLE: dict[str, set[str] | None] = {  # None: the role may not view studies a
 assert set(VISIBLE) == set(USERS)
 
 # Routes naming one study: {s} study, {se} series, {i} instance.
-PAGE_ROUTES = ["/studies/{s}/", "/worklist/rows/{s}/"]
+PAGE_ROUTES = ["/studies/{s}/", "/studies/{s}/view", "/worklist/rows/{s}/"]
 API_ROUTES = [
     "/api/v1/studies/{s}",
     "/api/v1/series/{se}/instances",
