@@ -540,11 +540,14 @@ def main() -> int:
         if stack is not None:
             stack.stop()
         report["wall_seconds"] = round(time.time() - started, 1)
+        report["load_average_at_end"] = os.getloadavg()
         out_dir = var / "bench"
         out_dir.mkdir(parents=True, exist_ok=True)
         out = out_dir / f"dicomweb-{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
         out.write_text(json.dumps(report, indent=2, default=str))
-        print(f"\nfigures written to {out} ({report['wall_seconds']:.0f}s in all)")
+        load = ", ".join(f"{x:.1f}" for x in report["load_average_at_end"])
+        print(f"\nfigures written to {out} ({report['wall_seconds']:.0f}s in all; load average {load} on "
+              f"{os.cpu_count()} CPUs: the machine is shared, compare ratios)")  # fmt: skip
         shutil.rmtree(work, ignore_errors=True)
     return 0
 
