@@ -8,6 +8,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
@@ -49,7 +50,12 @@ def node_list(request: HttpRequest) -> HttpResponse:
         else:
             messages.success(request, f"Node {node.name} added.")
             return redirect("nodes:list")
-    context = {"nodes": Node.objects.order_by("name"), "form": form}
+    context = {
+        "nodes": Node.objects.order_by("name"),
+        "form": form,
+        "our_ae_title": settings.DICOM_AE_TITLE,
+        "our_dicom_port": settings.DICOM_PORT,
+    }
     return render(request, "nodes/nodes.html", context, status=400 if form.errors else 200)
 
 

@@ -118,6 +118,7 @@ EXPORT_ROOT = Path(env.str("EXPORT_ROOT", default=str(BASE_DIR / "var" / "export
 EXPORT_TTL_HOURS = env.int("EXPORT_TTL_HOURS", default=24)
 # Our AE title: the SCP answers to it, and forwarding (pacs.forwarding) calls other nodes with it.
 DICOM_AE_TITLE = env.str("DICOM_AE_TITLE", default="NOCTIS")
+DICOM_PORT = env.int("DICOM_PORT", default=11112)  # the SCP's; shown to admins registering us on other nodes
 # Receipts not indexed this many seconds after arrival are indexed by the reconciler (a lost webhook).
 RECONCILE_AFTER_SECONDS = env.int("RECONCILE_AFTER_SECONDS", default=5)
 # A receipt whose data stays unusable is retried by the reconciler this many times, then left for a human.

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.test import Client
 from django.urls import reverse
@@ -60,6 +61,7 @@ def test_admin_adds_edits_and_deletes_a_node(admin: Client) -> None:
     page = admin.get(reverse("nodes:list")).content.decode()
     assert "WS1" in page
     assert "receive" in page
+    assert f"AE title <b>{settings.DICOM_AE_TITLE}</b>, DICOM port {settings.DICOM_PORT}" in page  # for a C-MOVE to us
 
     assert admin.post(reverse("nodes:edit", args=[node.pk]), {**form, "port": "11112"}).status_code == 302
     node.refresh_from_db()
