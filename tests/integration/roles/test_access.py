@@ -85,6 +85,14 @@ def test_only_admins_open_the_admin(world: World, name: str) -> None:
         assert response["Location"].startswith("/admin/login/")
 
 
+def test_the_admin_role_manages_the_admin_without_being_superuser(world: World) -> None:
+    client = _client_for(world, "admin_group")
+    assert client.get("/admin/facilities/facility/").status_code == 200
+    assert client.get("/admin/auth/user/").status_code == 200
+    referrer = _client_for(world, "referrer_a")
+    assert referrer.get("/admin/facilities/facility/").status_code == 302
+
+
 def test_anonymous_pages_redirect_to_login(world: World) -> None:
     client = Client()
     for route in ["/", *PAGE_ROUTES]:
