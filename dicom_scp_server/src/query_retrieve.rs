@@ -167,6 +167,43 @@ impl QueryRetrieve {
     }
 }
 
+const NODE_BY_AE: &str = "SELECT to_jsonb(n)::text FROM pacs_node n WHERE trim(n.ae_title) = $1::text";
+
+/// Why a calling AE registered as a node may not use `service` (its `may_query` / `may_retrieve` is off),
+/// from pacs_node rows as JSON. AE titles that are no node are not refused here (the optional allow-list
+/// of association.rs decides about them).
+pub fn calling_refusal_of(rows: &[String], calling_ae: &str, service: Service) -> Option<String> {
+    let flag = match service {
+        Service::Find => "may_query",
+        Service::Move | Service::Get => "may_retrieve",
+    };
+    rows.iter()
+        .filter_map(|text| serde_json::from_str::<serde_json::Value>(text).ok())
+        .any(|row| row.get(flag).and_then(|v| v.as_bool()) == Some(false))
+        .then(|| {
+            format!(
+                "{calling_ae} may not {} ({flag} off)",
+                if service == Service::Find {
+                    "query"
+                } else {
+                    "retrieve"
+                }
+            )
+        })
+}
+
+impl QueryRetrieve {
+    async fn calling_refusal(
+        &self,
+        calling_ae: &str,
+        service: Service,
+    ) -> Result<Option<String>, ReceiptError> {
+        let rows = self.rows(NODE_BY_AE, &[&calling_ae.trim()]).await?;
+        let texts: Vec<String> = rows.into_iter().filter_map(|mut r| r.pop().flatten()).collect();
+        Ok(calling_refusal_of(&texts, calling_ae, service))
+    }
+}
+
 /// A Q/R request on this association: its command and, once received, its identifier.
 #[derive(Debug, Clone)]
 pub struct Request {
@@ -505,6 +542,14 @@ where
     if let Some((status, comment)) = refusal {
         return requestor.fail(status, &comment).await;
     }
+    match qr.calling_refusal(calling_ae, service).await {
+        Ok(None) => {}
+        Ok(Some(why)) => return requestor.fail(status::NOT_AUTHORIZED, &why).await,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read pacs_node");
+            return requestor.fail(status::OUT_OF_RESOURCES, &e.to_string()).await;
+        }
+    }
     let result = match service {
         Service::Find => find_serve(&mut requestor, qr, &identifier, calling_ae).await,
         Service::Move => retrieve::move_serve(&mut requestor, qr, &identifier, calling_ae).await,
@@ -656,6 +701,22 @@ mod tests {
             session.scp_role_classes,
             HashSet::from(["1.2.840.10008.5.1.4.1.1.2".to_string()])
         );
+    }
+
+    #[test]
+    fn nodes_with_query_or_retrieve_off_are_refused() {
+        let row = r#"{"ae_title": "WS1", "may_query": false, "may_retrieve": true}"#.to_string();
+        assert_eq!(
+            calling_refusal_of(std::slice::from_ref(&row), "WS1", Service::Find).as_deref(),
+            Some("WS1 may not query (may_query off)")
+        );
+        assert_eq!(
+            calling_refusal_of(std::slice::from_ref(&row), "WS1", Service::Move),
+            None
+        );
+        assert_eq!(calling_refusal_of(&[], "ANY", Service::Get), None);
+        let old_schema = r#"{"ae_title": "WS1"}"#.to_string();
+        assert_eq!(calling_refusal_of(&[old_schema], "WS1", Service::Find), None);
     }
 
     #[test]
