@@ -62,14 +62,13 @@ def processors(tmp_path: Path) -> Iterator[Callable[..., list[subprocess.Popen[s
         return procs
 
     yield start
-    for proc in started:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=2)  # a slow analysis may still be sleeping: no need to wait for it
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    running = [proc for proc in started if proc.poll() is None]
+    for proc in running:
+        proc.send_signal(signal.SIGKILL)  # their analyses are the test's, already checked: no need to finish them
+    for proc in running:
+        proc.wait()
+        assert proc.stdout is not None
+        proc.stdout.close()
 
 
 def runs(tmp_path: Path) -> list[tuple[int, int]]:
