@@ -159,7 +159,8 @@ AI_ANALYZER_PLUGINS = env.list("AI_ANALYZER_PLUGINS", default=[])
 AI_ONNX_MODELS = env.list("AI_ONNX_MODELS", default=[])
 # Measurements written back as a TID 1500 SR, C-STORE to our own SCP (DICOM_PORT, DICOM_AE_TITLE).
 AI_WRITEBACK = env.bool("AI_WRITEBACK", default=True)
-AI_WRITEBACK_HOST = env.str("AI_WRITEBACK_HOST", default="127.0.0.1")
+# The SCP host as STOW-RS reaches it (docker-compose: rust_scp).
+AI_WRITEBACK_HOST = env.str("AI_WRITEBACK_HOST", default=env.str("DICOM_SCP_HOST", default="127.0.0.1"))
 AI_WRITEBACK_PORT = env.int("DICOM_PORT", default=11112)
 AI_WRITEBACK_CALLING_AE = env.str("AI_WRITEBACK_CALLING_AE", default="NOCTIS_AI")
 
