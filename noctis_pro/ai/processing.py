@@ -28,7 +28,13 @@ from django.utils import timezone
 
 from noctis_pro.ai import writeback
 from noctis_pro.ai.analyzers import analyzer_for
-from noctis_pro.ai.analyzers.base import AnalysisContext, Analyzer, AnalyzerOutput, NotApplicableError
+from noctis_pro.ai.analyzers.base import (
+    AnalysisContext,
+    Analyzer,
+    AnalyzerOutput,
+    NotApplicableError,
+    PermanentError,
+)
 from noctis_pro.ai.models import AIAnalysis
 from noctis_pro.ai.selectors import series_refs
 from noctis_pro.contracts.events import AnalysisCompleted
@@ -213,6 +219,8 @@ def analysis_run(*, analysis: AIAnalysis) -> AIAnalysis:
                 result = analyzer_execute(analyzer, analysis_context(analysis))
         except NotApplicableError as exc:  # no retry makes the data analysable
             error = f"not applicable: {exc}"
+        except PermanentError as exc:  # nor a broken model config
+            error = str(exc)
         except Exception as exc:  # an analyzer's bug or bad data: record it on the row, retry while allowed
             logger.exception("analysis %s (%s) failed", analysis.pk, analysis.analyzer)
             error = f"{type(exc).__name__}: {exc}"

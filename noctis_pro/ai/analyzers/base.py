@@ -100,5 +100,9 @@ class Analyzer(Protocol):
     def run(self, context: AnalysisContext) -> AnalyzerOutput: ...
 
 
-class NotApplicableError(ValueError):
-    """The data cannot be analysed by this analyzer (no pixels, one slice, ...): a failure that no retry fixes."""
+class PermanentError(ValueError):
+    """A failure that no retry fixes (bad configuration, data the analyzer cannot read): failed at once."""
+
+
+class NotApplicableError(PermanentError):
+    """The data is not something this analyzer reads (a report series for an image analyzer, ...)."""

@@ -25,12 +25,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from noctis_pro.ai.analyzers.base import AnalysisContext, AnalyzerOutput, SeriesFacts
+from noctis_pro.ai.analyzers.base import AnalysisContext, AnalyzerOutput, PermanentError, SeriesFacts
 from noctis_pro.ai.analyzers.pixels import frame_read, is_image_series
 
 
-class ModelConfigError(ValueError):
-    pass
+class ModelConfigError(PermanentError):
+    """The operator's model config or model file is unusable: the analysis fails at once, naming the problem."""
 
 
 @dataclass(frozen=True)

@@ -213,3 +213,29 @@ def test_a_study_rule_queues_once_per_study_and_only_for_series_it_applies_to(st
     index(storage_root, ct_series(study_uid, numbers=[1, 2]) + ct_series(study_uid, numbers=[1, 2]))
     (dose,) = AIAnalysis.objects.filter(study=mr)  # two CT series, one study-wide analysis
     assert (dose.analyzer, dose.series_id, dose.requested_by) == ("radiation_dose", None, "rule:dose-any")
+
+
+@pytest.mark.django_db
+def test_onnx_runner_averages_every_slice_and_a_missing_model_fails_at_once(
+    storage_root: Path, tmp_path: Path, settings: Any
+) -> None:
+    tiny_model(tmp_path / "tiny.onnx")
+    (tmp_path / "all.json").write_text(json.dumps({
+        "name": "tiny_all", "model": "tiny.onnx", "input": {"size": [8, 8], "window": {"center": 40, "width": 400},
+        "slices": "all"},
+    }))  # fmt: skip
+    (tmp_path / "gone.json").write_text(json.dumps({"name": "tiny_gone", "model": "gone.onnx"}))
+    settings.AI_ONNX_MODELS = [str(tmp_path / "all.json"), str(tmp_path / "gone.json")]
+    study_uid, series_uid = generate_uid(), generate_uid()
+    # Slices of HU -160 (window floor: 0), 40 (0.5) and 240 (window top: 1): the mean input is 0.5.
+    series = [ct_slice(study_uid=study_uid, series_uid=series_uid, number=n, z=float(n), uniform=hu)
+              for n, hu in ((1, -160.0), (2, 40.0), (3, 240.0))]  # fmt: skip
+    study = index(storage_root, series)
+    analyses_queue_for_studies(study_ids={study.pk}, analyzers=["tiny_all", "tiny_gone"])
+    run_all()
+    done = AIAnalysis.objects.get(study=study, analyzer="tiny_all")
+    assert done.status == "done", done.error
+    assert (done.result["slices_used"], done.result["values"]) == (3, [1.25, -1.0])
+    failed = AIAnalysis.objects.get(study=study, analyzer="tiny_gone")
+    assert (failed.status, failed.attempts) == ("failed", 1)  # no retry fixes a missing file
+    assert failed.error == f"model file {tmp_path / 'gone.onnx'} not found"

@@ -3,6 +3,9 @@ ONNX pre-processing and output mapping."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 from pydicom.dataset import Dataset
@@ -10,7 +13,13 @@ from pydicom.sequence import Sequence
 
 from noctis_pro.ai.analyzers.completeness import SliceGeometry, missing_numbers, stack_completeness
 from noctis_pro.ai.analyzers.dose import dose_from_sr
-from noctis_pro.ai.analyzers.onnx_runner import ModelConfig, outputs_map, preprocess
+from noctis_pro.ai.analyzers.onnx_runner import (
+    ModelConfig,
+    ModelConfigError,
+    model_config_load,
+    outputs_map,
+    preprocess,
+)
 from noctis_pro.ai.analyzers.quality import frame_quality, sampled, series_quality
 
 AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
@@ -164,3 +173,29 @@ def test_outputs_map_labels_and_softmax() -> None:
     assert out["outputs"]["high"] == pytest.approx(np.exp(3) / (np.exp(1) + np.exp(3)))
     with pytest.raises(ValueError, match="3 outputs for 2 labels"):
         outputs_map(np.array([1.0, 2.0, 3.0]), config(labels=("a", "b")))
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("{not json", "cannot read the model config"),
+        ('{"model": "m.onnx"}', "needs a 'name' and a 'model' file"),
+        ('{"name": "m", "model": "m.onnx", "input": {"size": [8]}}', "input.size must be [rows, columns]"),
+        ('{"name": "m", "model": "m.onnx", "input": {"window": {"center": 0}}}', "bad 'input' section"),
+        ('{"name": "m", "model": "m.onnx", "input": {"normalise": {"mean": 0, "std": 0}}}', "must be positive"),
+    ],
+)
+def test_model_config_errors_name_the_problem(tmp_path: Path, raw: str, message: str) -> None:
+    path = tmp_path / "model.json"
+    path.write_text(raw)
+    with pytest.raises(ModelConfigError, match=re.escape(message)):
+        model_config_load(path)
+
+
+def test_model_config_paths_are_relative_to_the_config(tmp_path: Path) -> None:
+    path = tmp_path / "cfg" / "model.json"
+    path.parent.mkdir()
+    path.write_text('{"name": "m", "model": "m.onnx", "modalities": ["ct"], "input": {"slices": "all"}}')
+    config = model_config_load(path)
+    assert config.model_path == tmp_path / "cfg" / "m.onnx"
+    assert (config.modalities, config.all_slices, config.size, config.window) == (frozenset({"CT"}), True, None, None)
