@@ -1,20 +1,30 @@
 """`make bench`: ingest throughput of the SCP (fsync + receipt + index) beside dcmtk's storescp (files only).
 
 2,000 CT instances of 512x512x16 bit, sent by dcmtk storescu over 1 and 4 associations, to 127.0.0.1 only.
-Prints instances/s and MB/s for each, the ratio SCP/storescp, and the time from the last C-STORE response to the
-last instance indexed. The machine is shared and noisy: compare the ratios, not the absolute figures.
+Prints instances/s and MB/s for each, the ratio SCP/storescp, the time from the last C-STORE response to the
+last instance indexed, and where the CPU went during each run (the machine has 2 cores: storescu, the SCP,
+PostgreSQL and Django's indexing share them). The machine is shared and noisy: compare the ratios, not the
+absolute figures.
+
+Both peers get the same conditions: the same files (generated up front, already in the page cache), a `sync`
+and a quiet stack before each run, and nothing deleted until the end. Deleting thousands of files just before a
+run is not neutral on this filesystem (ext4 without a journal skips inodes freed in the last minutes, scanning
+past them on every file creation), so whoever ran after a deletion would pay for it.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +35,18 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from ops.launch import free_port, stack_launch
 
 ROOT = Path(__file__).resolve().parent.parent
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+# Process name (comm, or a word of the command line) -> the service it counts for in the CPU split.
+SERVICES = {
+    "dicom_scp_serve": "scp",
+    "postgres": "postgres",
+    "gunicorn": "django",
+    "celery": "celery",
+    "uvicorn": "fastapi",
+    "process_ai_analyses": "ai",
+    "nginx": "nginx",
+    "redis-server": "redis",
+}
 
 
 def ct_series(directory: Path, count: int, *, size: int = 512) -> list[Path]:
@@ -63,6 +85,62 @@ def ct_series(directory: Path, count: int, *, size: int = 512) -> list[Path]:
     return files
 
 
+def _stat_fields(pid: str) -> list[str] | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def cpu_by_service(root_pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) so far of every process under `root_pid`, summed per service."""
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or (fields := _stat_fields(entry)) is None:
+            continue
+        parents[int(entry)] = int(fields[1])
+        times[int(entry)] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    totals: dict[str, float] = defaultdict(float)
+    for pid, seconds in times.items():
+        ancestor = pid
+        while ancestor not in (root_pid, 0, 1) and ancestor in parents:
+            ancestor = parents[ancestor]
+        if ancestor != root_pid:
+            continue
+        try:
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        name = next((svc for key, svc in SERVICES.items() if key == comm or key in cmdline), "other")
+        totals[name] += seconds
+    return totals
+
+
+def stack_quiet(root_pid: int, *, idle_share: float = 0.05, timeout: float = 60) -> None:
+    """Wait until the stack uses under `idle_share` of one core for a second (thumbnails rendered, indexing done)."""
+    deadline = time.monotonic() + timeout
+    before = sum(cpu_by_service(root_pid).values())
+    while time.monotonic() < deadline:
+        time.sleep(1)
+        now = sum(cpu_by_service(root_pid).values())
+        if now - before < idle_share:
+            return
+        before = now
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+@dataclass
+class Run:
+    seconds: float
+    cpu: dict[str, float] = field(default_factory=dict)
+
+
 def send(files: list[Path], *, port: int, ae_title: str, associations: int) -> float:
     """Seconds for `associations` parallel storescu processes to send `files` (split evenly)."""
     env = {**os.environ, "TCP_NODELAY": "1"}
@@ -84,7 +162,8 @@ def send(files: list[Path], *, port: int, ae_title: str, associations: int) -> f
     return time.perf_counter() - start
 
 
-def storescp_run(files: list[Path], *, associations: int, workdir: Path) -> float:
+def storescp_run(files: list[Path], *, associations: int, workdir: Path) -> Run:
+    """Send `files` into a fresh dcmtk storescp (--fork: one process per association, files only, no fsync)."""
     port = free_port()
     out = workdir / f"storescp-{associations}"
     out.mkdir(parents=True)
@@ -92,11 +171,29 @@ def storescp_run(files: list[Path], *, associations: int, workdir: Path) -> floa
     proc = subprocess.Popen(argv, env={**os.environ, "TCP_NODELAY": "1"}, start_new_session=True)
     try:
         time.sleep(0.5)
-        return send(files, port=port, ae_title="STORESCP", associations=associations)
+        os.sync()
+        storescu_before = children_cpu()
+        seconds = send(files, port=port, ae_title="STORESCP", associations=associations)
+        cpu = {"storescu": children_cpu() - storescu_before}
     finally:
+        # Each association's process was reaped by storescp: their CPU is storescp's children time.
+        fields = _stat_fields(str(proc.pid))
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait()
-        shutil.rmtree(out, ignore_errors=True)
+    if fields:
+        cpu["storescp"] = sum(int(f) for f in fields[11:15]) / CLOCK_TICKS
+    return Run(seconds, cpu)
+
+
+def scp_run(files: list[Path], *, associations: int, env: dict[str, str], root_pid: int) -> Run:
+    stack_quiet(root_pid)
+    os.sync()
+    before, storescu_before = cpu_by_service(root_pid), children_cpu()
+    seconds = send(files, port=int(env["DICOM_PORT"]), ae_title=env["DICOM_AE_TITLE"], associations=associations)
+    after = cpu_by_service(root_pid)
+    cpu = {"storescu": children_cpu() - storescu_before}
+    cpu.update({name: after[name] - before.get(name, 0.0) for name in after})
+    return Run(seconds, cpu)
 
 
 def index_lag(database_url: str, study_uid: str, expected: int, timeout: float = 300) -> float:
@@ -114,41 +211,55 @@ def index_lag(database_url: str, study_uid: str, expected: int, timeout: float =
     raise RuntimeError(f"not indexed within {timeout}s")
 
 
+def cpu_line(run: Run, n: int) -> str:
+    """CPU milliseconds per instance by process, largest first."""
+    parts = sorted(((ms, name) for name, s in run.cpu.items() if (ms := 1000 * s / n) >= 0.01), reverse=True)
+    return " ".join(f"{name}={ms:.2f}" for ms, name in parts)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--instances", type=int, default=2000)
     parser.add_argument("--size", type=int, default=512)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="noctis-bench-", dir=ROOT / "var" if (ROOT / "var").exists() else None))
-    print(f"generating {args.instances} CT instances of {args.size}x{args.size}x16 bit ...", flush=True)
-    files = ct_series(work / "data", args.instances, size=args.size)
-    megabytes = sum(f.stat().st_size for f in files) / 1e6
-    stack = stack_launch(work, timeout=300)
-    env = stack.env
+    n = args.instances
+    print(f"generating 2 x {n} CT instances of {args.size}x{args.size}x16 bit ...", flush=True)
+    # One study per association count (the SCP must see new instances each time); storescp gets the same files.
+    series = {a: ct_series(work / f"data-{a}", n, size=args.size) for a in (1, 4)}
+    megabytes = sum(f.stat().st_size for f in series[1]) / 1e6
+    from pydicom import dcmread
+
     results = []
     try:
-        for associations in (1, 4):
-            peer = storescp_run(files, associations=associations, workdir=work)
-            batch = ct_series(work / f"scp-{associations}", args.instances, size=args.size)
-            from pydicom import dcmread
-
-            study_uid = dcmread(batch[0], stop_before_pixels=True).StudyInstanceUID
-            ours = send(batch, port=int(env["DICOM_PORT"]), ae_title=env["DICOM_AE_TITLE"], associations=associations)
-            lag = index_lag(env["DATABASE_URL"], study_uid, len(batch))
-            results.append((associations, ours, peer, lag))
-            shutil.rmtree(work / f"scp-{associations}", ignore_errors=True)
+        stack = stack_launch(work, timeout=300)
+        try:
+            env = stack.env
+            for associations, files in series.items():
+                peer = storescp_run(files, associations=associations, workdir=work)
+                ours = scp_run(files, associations=associations, env=env, root_pid=stack.proc.pid)
+                study_uid = dcmread(files[0], stop_before_pixels=True).StudyInstanceUID
+                lag = index_lag(env["DATABASE_URL"], study_uid, len(files))
+                results.append((associations, ours, peer, lag))
+        finally:
+            stack.stop()
     finally:
-        stack.stop()
-    n = args.instances
+        shutil.rmtree(work, ignore_errors=True)
     print(f"\n{n} instances, {megabytes:.0f} MB, storescu -> 127.0.0.1 (TCP_NODELAY=1)")
-    print(f"{'assoc':>5} {'SCP inst/s':>11} {'SCP MB/s':>9} {'storescp inst/s':>16} {'ratio':>6} {'index lag':>10}")
+    header = ("assoc", "NoctisPro inst/s", "MB/s", "storescp inst/s", "MB/s", "ratio", "index lag")
+    print("{:>5} {:>17} {:>7} {:>16} {:>7} {:>6} {:>10}".format(*header))
     for associations, ours, peer, lag in results:
         print(
-            f"{associations:>5} {n / ours:>11.0f} {megabytes / ours:>9.1f} {n / peer:>16.0f} "
-            f"{peer / ours:>6.2f} {lag:>9.2f}s"
+            f"{associations:>5} {n / ours.seconds:>17.0f} {megabytes / ours.seconds:>7.1f} "
+            f"{n / peer.seconds:>16.0f} {megabytes / peer.seconds:>7.1f} "
+            f"{peer.seconds / ours.seconds:>6.2f} {lag:>9.2f}s"
         )
-    print("ratio = SCP rate / storescp rate (SCP: fsync + receipt + index; storescp: files only, no fsync)")
-    shutil.rmtree(work, ignore_errors=True)
+    print("ratio = NoctisPro rate / storescp rate (NoctisPro: fsync + receipt + index; storescp: files only, no fsync)")
+    print("index lag = last C-STORE response -> last instance indexed")
+    print("\nCPU ms per instance during each run (2 cores shared by all):")
+    for associations, ours, peer, _ in results:
+        print(f"  {associations} assoc NoctisPro: {cpu_line(ours, n)}")
+        print(f"  {associations} assoc storescp:  {cpu_line(peer, n)}")
     return 0
 
 

@@ -1,71 +1,104 @@
-//! The durability barrier for new instances: stores whose temp file is already fsynced wait here to be
-//! moved into place and recorded, in groups. One pass of the barrier, for every store waiting:
-//! create missing study/series folders (fsync their parents) → rename into place → fsync each distinct
-//! series folder once → ONE receipt INSERT (one PostgreSQL commit) → answer each store.
+//! The durability barrier for new instances: stores wait here, in groups (group commit), to have their
+//! receipt recorded and their file moved into place. One pass of the barrier, for every store waiting:
+//! BEGIN + ONE receipt INSERT (sent together, while the temp files' fsyncs finish) → create missing
+//! study/series folders (fsync their parents) → rename into place → fsync each distinct series folder
+//! once → COMMIT → answer each store.
 //!
-//! Each store still gets success only after its file, its folder entry and its receipt row are durable;
-//! concurrent stores (parallel associations, mostly into the same series folder) share the folder fsync
-//! and the commit instead of queueing for their own. A lone store waits for nothing: the pass starts as
-//! soon as a store arrives and takes whoever else is waiting by then.
+//! Each store gets success only after its file was fsynced before the rename, its folder entry fsynced
+//! after it, and its receipt row committed after both. Up to PASSES_IN_FLIGHT passes run at once; while
+//! they do, newly arriving stores queue and then go together in the next pass, so concurrent stores
+//! (parallel associations, mostly into the same series folder) share the folder fsync and the commit. A
+//! lone store waits for nothing.
 //!
-//! Failure leaves nothing half-visible: a file whose folder cannot be fsynced is taken back out, and when
-//! the INSERT fails every file of the pass is removed (folders fsynced) and every store of the pass is
-//! answered with the error.
+//! A SOP Instance UID that already has a receipt is left alone (its INSERT conflicts): nothing is moved,
+//! and the store handles it as a known instance (store.rs: duplicate, keep or overwrite).
+//!
+//! Failure leaves nothing half-visible: a store whose fsync or move failed has its row withdrawn before
+//! the COMMIT, and when the COMMIT fails every file the pass moved is removed (folders fsynced) and every
+//! store of the pass is answered with the error. A crash between rename and COMMIT leaves a file without
+//! a receipt, which was never acknowledged: a resend replaces it (or keeps it, when identical).
 
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::error::{ReceiptError, StoreError};
 use crate::receipt::{self, Db, NewReceipt};
 
-/// Most stores in one pass (one INSERT).
+/// Most stores in one pass (one INSERT, one COMMIT).
 pub const PASS_MAX: usize = 128;
+/// Passes under way at once (each holds one database connection until its COMMIT).
+pub const PASSES_IN_FLIGHT: usize = 1;
 
-/// A new instance to move into place and record.
+/// The fsync of a temp file, still running (None: already durable).
+pub type Synced = Option<tokio::task::JoinHandle<std::io::Result<Duration>>>;
+
+/// A new instance to record and move into place.
 pub struct PlaceRequest {
-    /// The fsynced temp file.
+    /// The temp file (its fsync: `synced`).
     pub temp: PathBuf,
     /// Where it goes (`STORAGE_ROOT/<Study>/<Series>/<SOP>.dcm`).
     pub final_path: PathBuf,
     pub receipt: NewReceipt,
+    /// Nothing is renamed before this has finished without error.
+    pub synced: Synced,
 }
 
 /// How a store left the barrier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Placed {
-    /// The new receipt's id; `None` when the SOP Instance UID already had a row (written concurrently).
+    /// The new receipt's id; `None` when the SOP Instance UID already had a receipt (then nothing was
+    /// moved: the temp file is still the store's).
     pub receipt_id: Option<i64>,
-    /// Whether the temp file was renamed (false: the file in place already had this exact content).
+    /// Whether the temp file was renamed (false: not moved, or the file in place already had this content).
     pub renamed: bool,
+    /// How long the temp file's fsync took.
+    pub fsync: Duration,
 }
 
 /// A store waiting at the barrier and where its answer goes.
 pub type Job = (PlaceRequest, oneshot::Sender<Result<Placed, StoreError>>);
 
+/// Passes run and stores placed (/metrics: stores per pass is the group commit's batch size).
+#[derive(Debug, Default)]
+pub struct BarrierStats {
+    pub passes: AtomicU64,
+    pub stores: AtomicU64,
+}
+
 /// Handle to the barrier task.
 #[derive(Clone)]
 pub struct Barrier {
     tx: mpsc::UnboundedSender<Job>,
+    stats: Arc<BarrierStats>,
 }
 
-/// A store whose file is in place (or already was), waiting for its receipt.
-pub struct Moved {
+/// A store whose file is in place (or already was), waiting for the COMMIT.
+struct Moved {
     request: PlaceRequest,
     answer: oneshot::Sender<Result<Placed, StoreError>>,
     renamed: bool,
+    fsync: Duration,
 }
 
 impl Barrier {
-    /// Start the barrier (inside a tokio runtime): one task moves files into place, another records
-    /// receipts, so a pass's renames and folder fsyncs overlap the previous pass's INSERT.
+    /// Start the barrier (inside a tokio runtime).
     pub fn start(db: Db) -> Barrier {
         let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
-        let (moved_tx, mut moved_rx) = mpsc::unbounded_channel::<Vec<Moved>>();
+        let stats = Arc::new(BarrierStats::default());
+        let counts = stats.clone();
         tokio::spawn(async move {
+            let slots = Arc::new(Semaphore::new(PASSES_IN_FLIGHT));
             while let Some(first) = rx.recv().await {
+                // While every slot is busy, stores queue up: they become the next pass together.
+                let Ok(slot) = slots.clone().acquire_owned().await else {
+                    return;
+                };
                 let mut jobs = vec![first];
                 while jobs.len() < PASS_MAX {
                     match rx.try_recv() {
@@ -73,94 +106,138 @@ impl Barrier {
                         Err(_) => break,
                     }
                 }
-                let moved = pass_move(jobs).await;
-                if !moved.is_empty() {
-                    // The receiver lives as long as this task's sender; a send error cannot happen.
-                    let _ = moved_tx.send(moved);
-                }
+                counts.passes.fetch_add(1, Ordering::Relaxed);
+                counts.stores.fetch_add(jobs.len() as u64, Ordering::Relaxed);
+                let db = db.clone();
+                tokio::spawn(async move {
+                    barrier_pass(&db, jobs).await;
+                    drop(slot);
+                });
             }
         });
-        tokio::spawn(async move {
-            while let Some(mut moved) = moved_rx.recv().await {
-                while moved.len() < PASS_MAX {
-                    match moved_rx.try_recv() {
-                        Ok(more) => moved.extend(more),
-                        Err(_) => break,
-                    }
-                }
-                pass_record(&db, moved).await;
-            }
-        });
-        Barrier { tx }
+        Barrier { tx, stats }
     }
 
-    /// Move one instance into place and record it, together with whatever else is waiting.
+    /// Record one instance and move it into place, together with whatever else is waiting.
     pub async fn instance_place(&self, request: PlaceRequest) -> Result<Placed, StoreError> {
         let stopped = || StoreError::Receipt(ReceiptError::Unavailable("durability barrier stopped".into()));
         let (answer, rx) = oneshot::channel();
         self.tx.send((request, answer)).map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())?
     }
-}
 
-/// One whole pass for these stores: move into place, then one INSERT, then answers.
-pub async fn barrier_pass(db: &Db, jobs: Vec<Job>) {
-    let moved = pass_move(jobs).await;
-    if !moved.is_empty() {
-        pass_record(db, moved).await;
+    pub fn stats(&self) -> &BarrierStats {
+        &self.stats
     }
 }
 
-/// Renames and folder fsyncs (blocking pool). Stores whose move failed are answered here.
-async fn pass_move(jobs: Vec<Job>) -> Vec<Moved> {
-    let t = std::time::Instant::now();
-    let moves: Vec<(PathBuf, PathBuf, String)> = jobs
-        .iter()
-        .map(|(r, _)| (r.temp.clone(), r.final_path.clone(), r.receipt.sha256.clone()))
-        .collect();
-    let count = moves.len();
-    let results = tokio::task::spawn_blocking(move || files_into_place(&moves))
-        .await
-        .unwrap_or_else(|e| {
-            (0..count)
-                .map(|_| Err(std::io::Error::other(e.to_string())))
-                .collect()
+async fn fsyncs_wait(handles: Vec<Synced>) -> Vec<std::io::Result<Duration>> {
+    let mut out = Vec::with_capacity(handles.len());
+    for handle in handles {
+        out.push(match handle {
+            None => Ok(Duration::ZERO),
+            Some(h) => h.await.unwrap_or_else(|e| Err(std::io::Error::other(e))),
         });
-    let mut moved = Vec::with_capacity(count);
-    for ((request, answer), result) in jobs.into_iter().zip(results) {
-        match result {
-            Ok(renamed) => moved.push(Moved {
-                request,
-                answer,
-                renamed,
-            }),
-            Err(e) => {
+    }
+    out
+}
+
+fn unavailable(reason: &str) -> StoreError {
+    StoreError::Receipt(ReceiptError::Unavailable(reason.to_string()))
+}
+
+/// One whole pass for these stores: INSERT (uncommitted) while their fsyncs finish, move into place,
+/// COMMIT, then the answers.
+pub async fn barrier_pass(db: &Db, mut jobs: Vec<Job>) {
+    let t = Instant::now();
+    let count = jobs.len();
+    let rows: Vec<NewReceipt> = jobs.iter().map(|(r, _)| r.receipt.clone()).collect();
+    let handles: Vec<Synced> = jobs.iter_mut().map(|(r, _)| r.synced.take()).collect();
+    let (opened, synced) = tokio::join!(receipt::receipts_insert_open(db, &rows), fsyncs_wait(handles));
+    let mut batch = match opened {
+        Ok(batch) => batch,
+        Err(e) => {
+            // Nothing was moved: the temp files stay their stores' (removed when they fail).
+            let reason = e.to_string();
+            for (_, answer) in jobs {
+                let _ = answer.send(Err(unavailable(&reason)));
+            }
+            return;
+        }
+    };
+
+    let mut withdraw: Vec<i64> = vec![];
+    let mut to_move: Vec<(Job, Duration)> = Vec::with_capacity(count);
+    for ((request, answer), fsync) in jobs.into_iter().zip(synced) {
+        let id = batch.ids.get(&request.receipt.sop_instance_uid).copied();
+        match (fsync, id) {
+            (Err(e), _) => {
+                withdraw.extend(id);
                 let _ = answer.send(Err(StoreError::Io {
-                    context: "move into place",
+                    context: "fsync temp file",
                     source: e,
                 }));
             }
+            // Known SOP Instance UID: not ours to move; the store decides (duplicate, keep, overwrite).
+            (Ok(fsync), None) => {
+                let _ = answer.send(Ok(Placed {
+                    receipt_id: None,
+                    renamed: false,
+                    fsync,
+                }));
+            }
+            (Ok(fsync), Some(_)) => to_move.push(((request, answer), fsync)),
         }
     }
-    tracing::debug!(
-        stores = count,
-        us = t.elapsed().as_micros() as u64,
-        "barrier: files in place"
-    );
-    moved
-}
 
-/// One INSERT for all `moved`; on failure their files are removed, then every store is answered.
-async fn pass_record(db: &Db, moved: Vec<Moved>) {
-    let t = std::time::Instant::now();
-    let rows: Vec<NewReceipt> = moved.iter().map(|m| m.request.receipt.clone()).collect();
-    match receipt::receipts_insert(db, &rows).await {
-        Ok(ids) => {
+    let mut moved = Vec::with_capacity(to_move.len());
+    if !to_move.is_empty() {
+        let moves: Vec<(PathBuf, PathBuf, String)> = to_move
+            .iter()
+            .map(|((r, _), _)| (r.temp.clone(), r.final_path.clone(), r.receipt.sha256.clone()))
+            .collect();
+        let n = moves.len();
+        let results = tokio::task::spawn_blocking(move || files_into_place(&moves))
+            .await
+            .unwrap_or_else(|e| {
+                (0..n)
+                    .map(|_| Err(std::io::Error::other(e.to_string())))
+                    .collect()
+            });
+        for (((request, answer), fsync), result) in to_move.into_iter().zip(results) {
+            match result {
+                Ok(renamed) => moved.push(Moved {
+                    request,
+                    answer,
+                    renamed,
+                    fsync,
+                }),
+                Err(e) => {
+                    withdraw.extend(batch.ids.get(&request.receipt.sop_instance_uid).copied());
+                    let _ = answer.send(Err(StoreError::Io {
+                        context: "move into place",
+                        source: e,
+                    }));
+                }
+            }
+        }
+    }
+
+    let mut committed = Ok(());
+    if !withdraw.is_empty() {
+        committed = batch.withdraw(&withdraw).await;
+    }
+    if committed.is_ok() {
+        committed = batch.commit().await;
+    }
+    match committed {
+        Ok(()) => {
             for m in moved {
-                let receipt_id = ids.get(&m.request.receipt.sop_instance_uid).copied();
+                let receipt_id = batch.ids.get(&m.request.receipt.sop_instance_uid).copied();
                 let _ = m.answer.send(Ok(Placed {
                     receipt_id,
                     renamed: m.renamed,
+                    fsync: m.fsync,
                 }));
             }
         }
@@ -174,16 +251,14 @@ async fn pass_record(db: &Db, moved: Vec<Moved>) {
             // No receipt, no file: take back every file of the pass before anyone hears of it.
             let _ = tokio::task::spawn_blocking(move || files_remove(&renamed)).await;
             for m in moved {
-                let _ = m.answer.send(Err(StoreError::Receipt(ReceiptError::Unavailable(
-                    reason.clone(),
-                ))));
+                let _ = m.answer.send(Err(unavailable(&reason)));
             }
         }
     }
     tracing::debug!(
-        stores = rows.len(),
+        stores = count,
         us = t.elapsed().as_micros() as u64,
-        "barrier: receipts committed"
+        "barrier pass committed"
     );
 }
 

@@ -128,6 +128,25 @@ impl Metrics {
     }
 }
 
+/// The durability barrier's counters: stores / passes is the group commit's mean batch size.
+fn barrier_text(out: &mut String, stats: &crate::durability::BarrierStats) {
+    use std::sync::atomic::Ordering;
+    for (name, help, value) in [
+        (
+            "noctis_scp_barrier_passes_total",
+            "Durability barrier passes (one receipt COMMIT each).",
+            stats.passes.load(Ordering::Relaxed),
+        ),
+        (
+            "noctis_scp_barrier_stores_total",
+            "New instances recorded by the durability barrier.",
+            stats.stores.load(Ordering::Relaxed),
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+    }
+}
+
 /// Serve /health and /metrics until `shutdown` turns true.
 pub async fn health_serve(
     listener: TcpListener,
@@ -168,7 +187,11 @@ async fn request_handle(mut stream: TcpStream, storage: &Storage, metrics: &Metr
             let (code, body) = health_report(storage).await;
             (code, "application/json", body)
         }
-        ("GET", "/metrics") => (200, "text/plain; version=0.0.4", metrics.prometheus_text()),
+        ("GET", "/metrics") => {
+            let mut text = metrics.prometheus_text();
+            barrier_text(&mut text, storage.barrier_stats());
+            (200, "text/plain; version=0.0.4", text)
+        }
         ("GET", _) => (404, "application/json", r#"{"error":"not found"}"#.to_string()),
         _ => (
             405,

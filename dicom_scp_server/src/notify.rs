@@ -1,4 +1,5 @@
-//! The webhook sender: receipt ids are batched (up to 500 or 50 ms), POSTed to Django signed with
+//! The webhook sender: receipt ids are batched (up to 500; the first 50 ms after a quiet period, then at
+//! most one POST per 200 ms while receipts keep coming), POSTed to Django signed with
 //! HMAC-SHA256 (tests/contracts/hmac.json), and retried with back-off until a 2xx. At start, every
 //! receipt still unindexed is queued again, so a crash or restart loses nothing (delivery is at least once).
 
@@ -22,6 +23,10 @@ pub const TIMESTAMP_HEADER: &str = "X-Noctis-Timestamp";
 pub const SIGNATURE_HEADER: &str = "X-Noctis-Signature";
 pub const BATCH_MAX: usize = 500;
 pub const BATCH_WAIT: Duration = Duration::from_millis(50);
+/// While receipts keep arriving, POSTs start at least this far apart: Django's cost is mostly per batch
+/// (request, transaction, study counts, event, thumbnail task), so during a burst fewer, larger batches
+/// leave more CPU to the ingest itself. Indexing still follows within a fraction of a second.
+pub const BATCH_SPACING: Duration = Duration::from_millis(200);
 pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -108,6 +113,8 @@ async fn sender_run(mut rx: mpsc::UnboundedReceiver<Message>, webhook: Webhook, 
     let mut backoff = BACKOFF_MIN;
     // When the next attempt is due; None while nothing is pending.
     let mut due: Option<Instant> = None;
+    // When the last delivered POST started (BATCH_SPACING).
+    let mut last_post: Option<Instant> = None;
     loop {
         metrics.notifications_pending.set(pending.len() as i64);
         let wake = due.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
@@ -116,7 +123,7 @@ async fn sender_run(mut rx: mpsc::UnboundedReceiver<Message>, webhook: Webhook, 
                 Some(Message::Receipt(id)) => {
                     pending.insert(id);
                     if due.is_none() {
-                        due = Some(Instant::now() + BATCH_WAIT);
+                        due = Some(batch_due(Instant::now(), last_post));
                     }
                     if pending.len() >= BATCH_MAX && backoff == BACKOFF_MIN {
                         due = Some(Instant::now());
@@ -134,10 +141,18 @@ async fn sender_run(mut rx: mpsc::UnboundedReceiver<Message>, webhook: Webhook, 
                 None => return,
             },
             _ = tokio::time::sleep_until(wake), if due.is_some() => {
+                let started = Instant::now();
                 match batch_send(&webhook, &mut pending, &metrics).await {
                     Ok(()) => {
                         backoff = BACKOFF_MIN;
-                        due = if pending.is_empty() { None } else { Some(Instant::now()) };
+                        last_post = Some(started);
+                        due = if pending.is_empty() {
+                            None
+                        } else if pending.len() >= BATCH_MAX {
+                            Some(Instant::now())
+                        } else {
+                            Some(batch_due(Instant::now(), last_post))
+                        };
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, pending = pending.len(), retry_in_ms = backoff.as_millis() as u64, "webhook delivery failed");
@@ -147,6 +162,16 @@ async fn sender_run(mut rx: mpsc::UnboundedReceiver<Message>, webhook: Webhook, 
                 }
             }
         }
+    }
+}
+
+/// When a batch that starts filling at `now` goes out: BATCH_WAIT later, and no sooner than BATCH_SPACING
+/// after the previous POST began.
+fn batch_due(now: Instant, last_post: Option<Instant>) -> Instant {
+    let wait = now + BATCH_WAIT;
+    match last_post {
+        Some(t) => wait.max(t + BATCH_SPACING),
+        None => wait,
     }
 }
 
@@ -242,6 +267,18 @@ mod tests {
         assert_eq!(got, c["signature"].as_str().unwrap());
         assert_eq!(c["timestamp_header"], TIMESTAMP_HEADER);
         assert_eq!(c["signature_header"], SIGNATURE_HEADER);
+    }
+
+    #[test]
+    fn batches_are_spaced_during_a_burst_but_not_after_a_quiet_period() {
+        let now = Instant::now();
+        assert_eq!(batch_due(now, None), now + BATCH_WAIT);
+        // The previous POST began 20 ms ago: this one waits for the spacing.
+        let recent = now - Duration::from_millis(20);
+        assert_eq!(batch_due(now, Some(recent)), recent + BATCH_SPACING);
+        // Long ago: only the usual short wait.
+        let old = now - Duration::from_secs(5);
+        assert_eq!(batch_due(now, Some(old)), now + BATCH_WAIT);
     }
 
     #[test]

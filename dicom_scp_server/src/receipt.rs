@@ -38,6 +38,9 @@ const UPSERT: &str = "INSERT INTO pacs_receipt (sop_instance_uid, sop_class_uid,
      called_ae = EXCLUDED.called_ae, attrs = EXCLUDED.attrs, received_at = now(), indexed_at = NULL, \
      index_attempts = 0, index_error = '' RETURNING id";
 
+/// A pass's rows taken back before its COMMIT (their file could not be moved into place).
+const WITHDRAW: &str = "DELETE FROM pacs_receipt WHERE id = ANY($1)";
+
 const PENDING_IDS: &str = "SELECT id FROM pacs_receipt WHERE indexed_at IS NULL AND source = $1 ORDER BY id";
 
 const PING: &str = "SELECT 1";
@@ -130,6 +133,14 @@ impl PooledClient {
             self.statements_forget();
         }
         Ok(result?)
+    }
+}
+
+impl PooledClient {
+    /// Close this connection instead of returning it to the pool (say a transaction is still open on it:
+    /// closing it makes PostgreSQL roll that back).
+    fn discard(&mut self) {
+        self.conn = None;
     }
 }
 
@@ -231,6 +242,23 @@ pub async fn receipt_find(db: &Db, sop_instance_uid: &str) -> Result<Option<Exis
 /// Insert many receipts at once; returns the ids of those inserted, by SOP Instance UID (a UID already
 /// recorded is absent from the map).
 pub async fn receipts_insert(db: &Db, rows: &[NewReceipt]) -> Result<HashMap<String, i64>, ReceiptError> {
+    let mut batch = receipts_insert_open(db, rows).await?;
+    batch.commit().await?;
+    Ok(std::mem::take(&mut batch.ids))
+}
+
+/// Receipts inserted in a transaction that is still open: the durability barrier moves their files into
+/// place before it commits. Dropped without `commit`, its connection is closed and PostgreSQL rolls the
+/// rows back.
+pub struct ReceiptBatch {
+    client: Option<PooledClient>,
+    db: Db,
+    /// Ids of the rows inserted, by SOP Instance UID (a UID that already had a receipt is absent).
+    pub ids: HashMap<String, i64>,
+}
+
+/// BEGIN and one INSERT of all `rows` (ON CONFLICT DO NOTHING), sent together: one round trip.
+pub async fn receipts_insert_open(db: &Db, rows: &[NewReceipt]) -> Result<ReceiptBatch, ReceiptError> {
     fn col<T: Clone>(rows: &[NewReceipt], f: impl Fn(&NewReceipt) -> &T) -> Vec<T> {
         rows.iter().map(|r| f(r).clone()).collect()
     }
@@ -247,28 +275,102 @@ pub async fn receipts_insert(db: &Db, rows: &[NewReceipt]) -> Result<HashMap<Str
     let attrs = col(rows, |r| &r.attrs);
     db.timed(async {
         let mut client = db.get().await?;
-        let inserted = client
-            .query_prepared(
-                INSERT_MANY,
-                &[
-                    &sop,
-                    &class,
-                    &study,
-                    &series,
-                    &ts,
-                    &path,
-                    &size,
-                    &sha,
-                    &calling,
-                    &called,
-                    &attrs,
-                    &SOURCE_DIMSE,
-                ],
-            )
-            .await?;
-        Ok(inserted.iter().map(|r| (r.get(1), r.get(0))).collect())
+        let statement = match client.statement(INSERT_MANY).await {
+            Ok(s) => s,
+            Err(e) => {
+                client.discard();
+                return Err(e);
+            }
+        };
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 12] = [
+            &sop,
+            &class,
+            &study,
+            &series,
+            &ts,
+            &path,
+            &size,
+            &sha,
+            &calling,
+            &called,
+            &attrs,
+            &SOURCE_DIMSE,
+        ];
+        // Polled together, the two requests leave in one write (tokio-postgres pipelines them).
+        let (begun, inserted) =
+            tokio::join!(client.batch_execute("BEGIN"), client.query(&statement, &params));
+        match begun.and(inserted) {
+            Ok(inserted) => Ok(ReceiptBatch {
+                ids: inserted.iter().map(|r| (r.get(1), r.get(0))).collect(),
+                client: Some(client),
+                db: db.clone(),
+            }),
+            Err(e) => {
+                client.statements_forget();
+                client.discard();
+                Err(e.into())
+            }
+        }
     })
     .await
+}
+
+impl ReceiptBatch {
+    /// Take back rows of this batch (still uncommitted).
+    pub async fn withdraw(&mut self, ids: &[i64]) -> Result<(), ReceiptError> {
+        let db = self.db.clone();
+        let Some(client) = self.client.as_mut() else {
+            return Err(ReceiptError::Unavailable("receipt batch closed".into()));
+        };
+        let list = ids.to_vec();
+        let result = db
+            .timed(async {
+                let statement = client.statement(WITHDRAW).await?;
+                client.execute(&statement, &[&list]).await?;
+                Ok(())
+            })
+            .await;
+        match result {
+            Ok(()) => self.ids.retain(|_, id| !ids.contains(id)),
+            Err(_) => self.close(),
+        }
+        result
+    }
+
+    /// COMMIT: only after this are the rows durable. An error (a deferred constraint, the database gone,
+    /// a timeout) means they are not, as far as anyone may assume.
+    pub async fn commit(&mut self) -> Result<(), ReceiptError> {
+        let db = self.db.clone();
+        let Some(client) = self.client.as_ref() else {
+            return Err(ReceiptError::Unavailable("receipt batch closed".into()));
+        };
+        let result = db
+            .timed(async {
+                client.batch_execute("COMMIT").await?;
+                Ok(())
+            })
+            .await;
+        match result {
+            // Committed: the connection goes back to the pool.
+            Ok(()) => self.client = None,
+            Err(_) => self.close(),
+        }
+        result
+    }
+
+    fn close(&mut self) {
+        if let Some(mut client) = self.client.take() {
+            client.statements_forget();
+            client.discard();
+        }
+    }
+}
+
+impl Drop for ReceiptBatch {
+    fn drop(&mut self) {
+        // Never committed: the open transaction must not go back to the pool.
+        self.close();
+    }
 }
 
 /// Insert or replace the receipt of a SOP Instance UID (SCP_ON_CONFLICT=overwrite): indexing starts over.

@@ -1,12 +1,14 @@
 //! Durable storage of one C-STORE, in a fixed order:
 //! stream to STORAGE_ROOT/.incoming (Part-10: preamble, DICM, file meta from the command, then the data
 //! set bytes exactly as received, written and hashed by a blocking writer thread while the association
-//! reads on) → fsync, while the identifying UIDs are parsed and validated and an earlier receipt is looked
-//! up → (durability.rs, grouped with concurrent stores) create study/series folders (fsync their parents)
-//! → rename into `<StudyUID>/<SeriesUID>/<SOPInstanceUID>.dcm` → fsync the folder → receipt row → only
-//! then success. Nothing is renamed before the fsync has finished.
+//! reads on) → fsync, while the identifying UIDs are parsed and validated → (durability.rs, grouped with
+//! concurrent stores) receipt INSERT in an open transaction, while the fsync finishes → create
+//! study/series folders (fsync their parents) → rename into `<StudyUID>/<SeriesUID>/<SOPInstanceUID>.dcm`
+//! → fsync the folder → COMMIT → only then success. Nothing is renamed before the fsync has finished.
+//! A SOP Instance UID that already has a receipt (its INSERT conflicts) is looked up and handled here:
+//! duplicate, keep the first, or overwrite.
 //! Every failure leaves nothing behind: the temp file goes, and a freshly renamed file goes if its
-//! receipt cannot be written.
+//! receipt cannot be committed.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -511,6 +513,11 @@ impl Storage {
         &self.db
     }
 
+    /// Counters of the durability barrier (/metrics).
+    pub fn barrier_stats(&self) -> &durability::BarrierStats {
+        self.barrier.stats()
+    }
+
     /// The PDV buffers shared by associations and temp file writers.
     pub fn buffers(&self) -> &BufferPool {
         &self.buffers
@@ -607,63 +614,79 @@ impl Storage {
 
         let lock = self.instance_lock(&receipt.sop_instance_uid);
         let _guard = lock.lock().await;
-        let t = Instant::now();
-        let (existing, synced) =
-            tokio::join!(receipt::receipt_find(&self.db, &receipt.sop_instance_uid), fsync);
-        incoming.phases.find = t.elapsed();
-        let outcome = match (existing, synced) {
-            (_, Err(e)) => Err(StoreError::Io {
-                context: "fsync temp file",
-                source: std::io::Error::other(e),
-            }),
-            (_, Ok(Err(e))) => Err(StoreError::Io {
-                context: "fsync temp file",
-                source: e,
-            }),
-            (Err(e), _) => Err(e.into()),
-            (Ok(existing), Ok(Ok(took))) => {
-                incoming.phases.fsync = took;
-                self.place(&mut incoming, &receipt, existing).await
-            }
-        };
+        let outcome = self.place(&mut incoming, &receipt, Some(fsync)).await;
         drop(_guard);
         self.instance_unlock(&receipt.sop_instance_uid);
         Ok((outcome?, receipt, incoming.phases))
     }
 
+    /// A new instance goes through the barrier (receipt INSERT, rename, COMMIT); a SOP Instance UID that
+    /// already has a receipt (the INSERT conflicted, nothing was moved) is then looked up and handled as a
+    /// known instance.
     async fn place(
         &self,
         incoming: &mut Incoming,
         receipt: &NewReceipt,
-        existing: Option<receipt::ExistingReceipt>,
+        fsync: durability::Synced,
+    ) -> Result<StoreOutcome, StoreError> {
+        if let Some(outcome) = self.place_new(incoming, receipt, fsync).await? {
+            return Ok(outcome);
+        }
+        let t = Instant::now();
+        let existing = receipt::receipt_find(&self.db, &receipt.sop_instance_uid).await?;
+        incoming.phases.find = t.elapsed();
+        match existing {
+            Some(existing) => self.place_known(incoming, receipt, existing).await,
+            // The receipt went away in between: new after all (the temp file is already fsynced).
+            None => self.place_new(incoming, receipt, None).await?.ok_or_else(|| {
+                StoreError::Receipt(crate::error::ReceiptError::Unavailable(
+                    "receipt appeared and vanished concurrently".into(),
+                ))
+            }),
+        }
+    }
+
+    /// Through the barrier; `None` when the SOP Instance UID already has a receipt (nothing moved).
+    async fn place_new(
+        &self,
+        incoming: &mut Incoming,
+        receipt: &NewReceipt,
+        synced: durability::Synced,
+    ) -> Result<Option<StoreOutcome>, StoreError> {
+        // Any file at our path without a receipt is a leftover that was never acknowledged; the barrier
+        // replaces it unless it is this very content.
+        let t = Instant::now();
+        let placed = self
+            .barrier
+            .instance_place(PlaceRequest {
+                temp: incoming.path.clone(),
+                final_path: self.root.join(&receipt.path),
+                receipt: receipt.clone(),
+                synced,
+            })
+            .await;
+        incoming.phases.place += t.elapsed();
+        let placed = placed?;
+        if !placed.fsync.is_zero() {
+            incoming.phases.fsync = placed.fsync;
+            incoming.phases.place = incoming.phases.place.saturating_sub(placed.fsync);
+        }
+        incoming.keep_file = placed.renamed;
+        Ok(placed
+            .receipt_id
+            .map(|receipt_id| StoreOutcome::Stored { receipt_id }))
+    }
+
+    /// Same SOP Instance UID as an earlier receipt: identical → duplicate; different → the
+    /// SCP_ON_CONFLICT policy (keep the first, or overwrite file and receipt).
+    async fn place_known(
+        &self,
+        incoming: &mut Incoming,
+        receipt: &NewReceipt,
+        existing: receipt::ExistingReceipt,
     ) -> Result<StoreOutcome, StoreError> {
         let final_path = self.root.join(&receipt.path);
         let temp = incoming.path.clone();
-
-        let Some(existing) = existing else {
-            // No receipt: any file at our path is a leftover that was never acknowledged; the barrier
-            // replaces it unless it is this very content, then records the receipt.
-            let t = Instant::now();
-            let placed = self
-                .barrier
-                .instance_place(PlaceRequest {
-                    temp,
-                    final_path,
-                    receipt: receipt.clone(),
-                })
-                .await;
-            incoming.phases.place = t.elapsed();
-            let placed = placed?;
-            incoming.keep_file = placed.renamed;
-            return match placed.receipt_id {
-                Some(id) => Ok(StoreOutcome::Stored { receipt_id: id }),
-                None => {
-                    tracing::warn!(sop = %receipt.sop_instance_uid, "receipt appeared concurrently; keeping it");
-                    Ok(StoreOutcome::Duplicate)
-                }
-            };
-        };
-
         let existing_path = self.root.join(&existing.path);
         let existing_present = tokio::fs::metadata(&existing_path).await.is_ok();
         if existing_present {

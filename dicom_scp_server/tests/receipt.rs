@@ -63,7 +63,30 @@ fn new_instance(root: &Path, body: &[u8]) -> PlaceRequest {
         temp,
         final_path: root.join(&receipt.path),
         receipt,
+        synced: None,
     }
+}
+
+/// One pass runs its barrier steps for these jobs; the answers, in order.
+fn pass_answers(
+    db: &Db,
+    requests: Vec<PlaceRequest>,
+) -> Vec<Result<durability::Placed, dicom_scp_server::error::StoreError>> {
+    runtime().block_on(async {
+        let mut jobs = vec![];
+        let mut answers = vec![];
+        for r in requests {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            jobs.push((r, tx));
+            answers.push(rx);
+        }
+        durability::barrier_pass(db, jobs).await;
+        let mut out = vec![];
+        for a in answers {
+            out.push(a.await.unwrap());
+        }
+        out
+    })
 }
 
 #[test]
@@ -114,21 +137,7 @@ fn barrier_pass_whose_insert_fails_fails_every_store_and_leaves_no_file() {
         .iter()
         .map(|r| r.receipt.sop_instance_uid.clone())
         .collect();
-    let answers = runtime().block_on(async {
-        let mut jobs = vec![];
-        let mut answers = vec![];
-        for r in requests {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            jobs.push((r, tx));
-            answers.push(rx);
-        }
-        durability::barrier_pass(&db, jobs).await;
-        let mut out = vec![];
-        for a in answers {
-            out.push(a.await.unwrap());
-        }
-        out
-    });
+    let answers = pass_answers(&db, requests);
     for (answer, (path, sop)) in answers.iter().zip(finals.iter().zip(&sops)) {
         let e = answer.as_ref().expect_err("the whole pass fails");
         assert!(
@@ -138,6 +147,144 @@ fn barrier_pass_whose_insert_fails_fails_every_store_and_leaves_no_file() {
         assert!(!path.exists(), "no file without its receipt: {}", path.display());
         assert!(receipts_for(sop).is_empty());
     }
+}
+
+/// The COMMIT itself fails (a deferred constraint trigger refuses these rows at commit time), after the
+/// files were renamed into place and their folder fsynced: every store of the pass gets the error, every
+/// renamed file is removed again, and no row stays.
+#[test]
+fn barrier_pass_whose_commit_fails_fails_every_store_and_leaves_no_file() {
+    let db = Db::new(&db_url(), 2).unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let marker = format!("FAIL{}", &unique_uid().replace('.', "")[..10]);
+    let function = format!("test_refuse_{}", marker.to_lowercase());
+    common::db_execute(&format!(
+        "CREATE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+           IF NEW.calling_ae = '{marker}' THEN RAISE EXCEPTION 'refused at commit ({marker})'; END IF; \
+           RETURN NULL; END $$; \
+         CREATE CONSTRAINT TRIGGER {function} AFTER INSERT ON pacs_receipt \
+           DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION {function}();"
+    ));
+    let mut requests: Vec<PlaceRequest> = (0..3)
+        .map(|i| new_instance(root.path(), format!("instance {i}").as_bytes()))
+        .collect();
+    requests[2].receipt.calling_ae = marker.clone();
+    let finals: Vec<PathBuf> = requests.iter().map(|r| r.final_path.clone()).collect();
+    let sops: Vec<String> = requests
+        .iter()
+        .map(|r| r.receipt.sop_instance_uid.clone())
+        .collect();
+    let answers = pass_answers(&db, requests);
+    common::db_execute(&format!(
+        "DROP TRIGGER {function} ON pacs_receipt; DROP FUNCTION {function}();"
+    ));
+    for (answer, (path, sop)) in answers.iter().zip(finals.iter().zip(&sops)) {
+        let e = answer.as_ref().expect_err("the whole pass fails");
+        assert!(e.to_string().contains("refused at commit"), "{e}");
+        assert_eq!(
+            dicom_scp_server::status::for_store_error(e),
+            dicom_scp_server::status::OUT_OF_RESOURCES
+        );
+        assert!(!path.exists(), "no file without its receipt: {}", path.display());
+        assert!(receipts_for(sop).is_empty());
+    }
+    // The renamed files left their temp names too: nothing of the pass is anywhere.
+    let left: Vec<_> = walk(root.path());
+    assert!(left.is_empty(), "{left:?}");
+}
+
+/// A pass answers a store only once its temp file's fsync has finished and the receipt is committed; a
+/// store whose fsync failed gets the error, its row is withdrawn and its file is not moved, while the
+/// others of the pass are stored.
+#[test]
+fn barrier_pass_waits_for_each_fsync_and_withdraws_a_failed_one() {
+    let db = Db::new(&db_url(), 2).unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let mut requests: Vec<PlaceRequest> = (0..3)
+        .map(|i| new_instance(root.path(), format!("instance {i}").as_bytes()))
+        .collect();
+    let finals: Vec<PathBuf> = requests.iter().map(|r| r.final_path.clone()).collect();
+    let sops: Vec<String> = requests
+        .iter()
+        .map(|r| r.receipt.sop_instance_uid.clone())
+        .collect();
+    let started = std::time::Instant::now();
+    let answers = runtime().block_on(async {
+        // A slow fsync for the first, a failing one for the second.
+        requests[0].synced = Some(tokio::spawn(async {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            Ok(std::time::Duration::from_millis(300))
+        }));
+        requests[1].synced = Some(tokio::spawn(async { Err(std::io::Error::other("disk on fire")) }));
+        let mut jobs = vec![];
+        let mut answers = vec![];
+        for r in requests {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            jobs.push((r, tx));
+            answers.push(rx);
+        }
+        let pass = tokio::spawn({
+            let db = db.clone();
+            async move { durability::barrier_pass(&db, jobs).await }
+        });
+        let mut out = vec![];
+        for a in answers {
+            let answer = a.await.unwrap();
+            if let Ok(placed) = &answer {
+                // Answered: the row is committed (another connection sees it) and the file is in place.
+                let sop = sops[out.len()].clone();
+                let rows = std::thread::spawn(move || receipts_for(&sop)).join().unwrap();
+                assert_eq!(rows.len(), 1, "committed before the answer");
+                assert_eq!(Some(rows[0].id), placed.receipt_id);
+                assert!(finals[out.len()].is_file());
+            }
+            out.push(answer);
+        }
+        pass.await.unwrap();
+        out
+    });
+    let first = answers[0].as_ref().expect("stored");
+    assert!(first.renamed && first.fsync >= std::time::Duration::from_millis(300));
+    assert!(started.elapsed() >= std::time::Duration::from_millis(300));
+    let failed = answers[1].as_ref().expect_err("its fsync failed");
+    assert!(failed.to_string().contains("disk on fire"), "{failed}");
+    assert!(!finals[1].exists() && receipts_for(&sops[1]).is_empty());
+    assert!(answers[2].as_ref().expect("stored").renamed);
+}
+
+/// A SOP Instance UID that already has a receipt: the pass moves nothing and says so (receipt_id None),
+/// leaving the temp file to the store.
+#[test]
+fn barrier_pass_leaves_a_known_instance_alone() {
+    let db = Db::new(&db_url(), 2).unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let first = new_instance(root.path(), b"first");
+    let mut again = new_instance(root.path(), b"second");
+    again.receipt.sop_instance_uid = first.receipt.sop_instance_uid.clone();
+    again.final_path = first.final_path.clone();
+    let temp = again.temp.clone();
+    let sop = first.receipt.sop_instance_uid.clone();
+    let answers = pass_answers(&db, vec![first]);
+    let id = answers[0].as_ref().unwrap().receipt_id.expect("new row");
+    let answers = pass_answers(&db, vec![again]);
+    let placed = answers[0].as_ref().unwrap();
+    assert_eq!((placed.receipt_id, placed.renamed), (None, false));
+    assert!(temp.exists(), "the temp file is still the store's");
+    let rows = receipts_for(&sop);
+    assert_eq!((rows.len(), rows[0].id), (1, id));
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![];
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
 }
 
 #[test]
