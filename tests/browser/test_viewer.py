@@ -31,6 +31,7 @@ SCREENSHOTS = ROOT / "var" / "screenshots"
 CT_SLICES = 20
 CT_SIZE = 256
 PIXEL_SPACING = 0.5  # mm: the image is 128 mm wide
+MULTIFRAME_FRAMES = 8
 JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
 JPEG_LOSSLESS_SV1 = "1.2.840.10008.1.2.4.70"
 JPEG_LS_LOSSLESS = "1.2.840.10008.1.2.4.80"
@@ -41,6 +42,7 @@ class ViewerStudy:
     study_uid: str
     ct_series_uid: str
     compressed: dict[str, str]  # transfer syntax UID -> series UID
+    multiframe_series_uid: str
 
 
 def _storescu(stack: Stack, files: list[Path], *flags: str) -> None:
@@ -134,7 +136,18 @@ def viewer_study(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> View
         _storescu(stack, files, flag)
         compressed[str(syntax)] = uid
 
-    return ViewerStudy(study_uid=study_uid, ct_series_uid=ct_series, compressed=compressed)
+    # One multi-frame image (8 frames, the disc moving right frame by frame): a cine loop.
+    multiframe = generate_uid()
+    ds = make_dataset(
+        study_uid=study_uid, series_uid=multiframe, patient_name=XSS_NAME, patient_id="VIEWER-1", rows=64,
+        columns=64, SeriesNumber=7, SeriesDescription="Multi-frame", NumberOfFrames=MULTIFRAME_FRAMES,
+        FrameTime=100.0,
+    )  # fmt: skip
+    yy, xx = np.mgrid[0:64, 0:64]
+    frames = [((yy - 32) ** 2 + (xx - 8 - 6 * f) ** 2 < 64) * 1000 for f in range(MULTIFRAME_FRAMES)]
+    ds.PixelData = np.stack(frames).astype(np.int16).tobytes()
+    _storescu(stack, [write_dataset(ds, work / "multiframe.dcm")])
+    return ViewerStudy(study_uid, ct_series, compressed, multiframe)
 
 
 @pytest.fixture(scope="module")
@@ -166,11 +179,11 @@ def viewer_page(stack: Stack, browser: Browser, viewer_study: ViewerStudy) -> It
 
 
 def _wait_indexed(page: Page, stack: Stack, study: ViewerStudy) -> None:
-    """All six series indexed (the webhook is asynchronous to the C-STORE responses)."""
+    """All seven series indexed (the webhook is asynchronous to the C-STORE responses)."""
     url = f"{stack.base_url}/api/v1/dicomweb/studies/{study.study_uid}/series"
     for _ in range(120):
         response = page.request.get(url, headers={"Accept": "application/dicom+json"})
-        if response.ok and len(response.json()) == 6:
+        if response.ok and len(response.json()) == 7:
             return
         page.wait_for_timeout(250)
     raise AssertionError(f"the study was not indexed: {url}")
@@ -341,6 +354,52 @@ def test_viewer_shows_dicom_text_as_text(viewer_page: Page) -> None:
     assert XSS_NAME in page.locator(".vbar .vpatient").inner_text()
     assert page.locator('img[src="x"]').count() == 0, "no element was made from the patient name"
     assert page.dialogs == []  # type: ignore[attr-defined]
+
+
+def test_viewer_invert_rotate_flip_fit_and_reset(viewer_page: Page, viewer_study: ViewerStudy) -> None:
+    page = viewer_page
+    page.evaluate("uid => window.noctisViewer.loadSeries(uid)", viewer_study.ct_series_uid)
+    page.wait_for_function(f"window.noctisViewer.state().sliceCount === {CT_SLICES}")
+    page.keyboard.press("r")
+    page.wait_for_timeout(100)
+    plain = page.evaluate(CANVAS_STATS)
+    page.keyboard.press("i")
+    page.wait_for_function("window.noctisViewer.state().invert")
+    page.wait_for_timeout(100)
+    inverted = page.evaluate(CANVAS_STATS)
+    # Inside the image the black air turned white (the letterbox beside the image stays black).
+    assert inverted["lit"] > plain["lit"] + 0.15, (plain, inverted)
+    assert inverted["mean"] > plain["mean"] + 25, (plain, inverted)
+    page.keyboard.press("]")
+    page.keyboard.press("h")
+    page.click("button[data-action=flip-v]")
+    page.wait_for_function("(s => s.rotation === 90 && s.flipHorizontal && s.flipVertical)(noctisViewer.state())")
+    assert "Rot 90° Flip H Flip V Inverted" in page.locator(".cell.active .overlay.br").inner_text()
+    _screenshot(page, "rotated")
+    page.keyboard.press("r")
+    page.wait_for_function(
+        "(s => !s.invert && s.rotation === 0 && !s.flipHorizontal && !s.flipVertical)(noctisViewer.state())"
+    )
+    page.wait_for_timeout(100)
+    assert page.evaluate(CANVAS_STATS)["hash"] == plain["hash"], "reset gives back the first view"
+
+
+def test_viewer_cine_plays_a_multiframe_image(viewer_page: Page, viewer_study: ViewerStudy) -> None:
+    page = viewer_page
+    page.evaluate("uid => window.noctisViewer.loadSeries(uid)", viewer_study.multiframe_series_uid)
+    page.wait_for_function(
+        f"uid => (s => s.seriesUid === uid && s.sliceCount === {MULTIFRAME_FRAMES})(noctisViewer.state())",
+        arg=viewer_study.multiframe_series_uid,
+    )
+    assert f"(frame 1/{MULTIFRAME_FRAMES})" in page.locator(".cell.active .overlay.bl").inner_text()
+    page.keyboard.press("c")
+    seen = set()
+    for _ in range(40):
+        seen.add(page.evaluate("window.noctisViewer.state().sliceIndex"))
+        page.wait_for_timeout(50)
+    page.keyboard.press("c")
+    assert page.evaluate("window.noctisViewer.state().cine") is False
+    assert len(seen) >= 4, f"cine showed frames {sorted(seen)}"
 
 
 def test_viewer_layouts_show_series_side_by_side(viewer_page: Page) -> None:

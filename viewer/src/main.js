@@ -321,6 +321,7 @@ function stateOf(cell) {
   const index = viewport.getCurrentImageIdIndex();
   const win = windowFromVoi(viewport.getProperties()?.voiRange);
   const presentation = viewport.getViewPresentation?.() ?? {};
+  const camera = viewport.getCamera();
   return {
     ready: hook.ready,
     seriesUid: cell.series?.uid ?? null,
@@ -333,8 +334,8 @@ function stateOf(cell) {
     zoom: magnification(viewport),
     invert: Boolean(viewport.getProperties()?.invert),
     rotation: presentation.rotation ?? 0,
-    flipHorizontal: Boolean(presentation.flipHorizontal),
-    flipVertical: Boolean(presentation.flipVertical),
+    flipHorizontal: Boolean(camera.flipHorizontal),
+    flipVertical: Boolean(camera.flipVertical),
     cine: cell.cine,
     layout: layoutName,
     viewports: cells.length,
@@ -362,6 +363,7 @@ function overlayUpdate(cell) {
   if (!ds) return;
   const win = windowFromVoi(viewport.getProperties()?.voiRange);
   const presentation = viewport.getViewPresentation?.() ?? {};
+  const camera = viewport.getCamera();
   const frames = Number(value(ds, TAG.NumberOfFrames) ?? 1);
   const position = value(ds, TAG.SliceLocation) ?? ds[TAG.ImagePositionPatient]?.Value?.[2];
   const thickness = value(ds, TAG.SliceThickness);
@@ -389,8 +391,8 @@ function overlayUpdate(cell) {
       `Zoom ${magnification(viewport).toFixed(2)}×`,
       [
         presentation.rotation ? `Rot ${Math.round(presentation.rotation)}°` : '',
-        presentation.flipHorizontal ? 'Flip H' : '',
-        presentation.flipVertical ? 'Flip V' : '',
+        camera.flipHorizontal ? 'Flip H' : '',
+        camera.flipVertical ? 'Flip V' : '',
         viewport.getProperties()?.invert ? 'Inverted' : '',
       ]
         .filter(Boolean)
@@ -503,7 +505,8 @@ function fit(cell) {
 function reset(cell) {
   const viewport = viewportOf(cell);
   if (!viewport) return;
-  viewport.setViewPresentation({ rotation: 0, flipHorizontal: false, flipVertical: false });
+  viewport.setCamera({ flipHorizontal: false, flipVertical: false });
+  viewport.setViewPresentation({ rotation: 0 });
   viewport.resetCamera();
   viewport.resetProperties();
   viewport.render();
@@ -520,10 +523,9 @@ function rotate(cell, degrees) {
 function flip(cell, horizontal) {
   const viewport = viewportOf(cell);
   if (!viewport) return;
-  const p = viewport.getViewPresentation();
-  viewport.setViewPresentation(
-    horizontal ? { flipHorizontal: !p.flipHorizontal } : { flipVertical: !p.flipVertical },
-  );
+  // Through the camera: the CPU path keeps its flips there (setViewPresentation only flips on the GPU path).
+  const camera = viewport.getCamera();
+  viewport.setCamera(horizontal ? { flipHorizontal: !camera.flipHorizontal } : { flipVertical: !camera.flipVertical });
   viewport.render();
 }
 
