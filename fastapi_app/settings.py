@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     dicom_port: int = 11112
     dicom_ae_title: str = "NOCTIS"
     dicom_stow_ae_title: str = "NOCTIS_STOW"
+    # Where STOW-RS parts wait (as files) until the SCP has stored them; empty: the system's temp folder.
+    stow_temp_dir: Path | None = None
 
     @field_validator("database_url")
     @classmethod

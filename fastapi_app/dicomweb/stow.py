@@ -120,18 +120,17 @@ def body_boundary(content_type: str | None) -> str | None:
 
 
 async def parts_receive(
-    chunks: AsyncIterator[bytes], *, boundary: str | None, directory: Path | None = None
-) -> list[ReceivedPart]:
-    """Stream the body into one temporary file per part (a whole study never sits in memory).
-
-    A malformed multipart body is 400; the caller removes the files (`parts_remove`), also on error."""
-    parts: list[ReceivedPart] = []
+    chunks: AsyncIterator[bytes], *, boundary: str | None, parts: list[ReceivedPart], directory: Path | None = None
+) -> None:
+    """Stream the body into one temporary file per part, listed in `parts` as they are created (a whole study
+    never sits in memory). A malformed multipart body is 400; the caller removes the files (`parts_remove`), also
+    when this raises."""
     if boundary is None:
         part = _part_open(parts, directory, DICOM)
         with part.open("wb") as out:
             async for batch in _batches(chunks):
                 await run_in_threadpool(out.write, batch)
-        return parts
+        return
 
     state: dict[str, Any] = {"out": None, "field": b"", "value": b"", "headers": {}, "ended": False}
 
@@ -185,7 +184,6 @@ async def parts_receive(
             state["out"].close()
     if not state["ended"]:
         raise InvalidRequestError("the multipart/related body ends before its closing boundary")
-    return parts
 
 
 async def _batches(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -209,7 +207,10 @@ def _part_open(parts: list[ReceivedPart], directory: Path | None, content_type: 
 
 def parts_remove(parts: Sequence[ReceivedPart]) -> None:
     for part in parts:
-        part.path.unlink(missing_ok=True)
+        try:
+            part.path.unlink(missing_ok=True)
+        except OSError as exc:
+            logger.error("STOW-RS: temporary file %s not removed: %s", part.path, exc)
 
 
 # --- identifying and storing the parts -------------------------------------------------------------------------------

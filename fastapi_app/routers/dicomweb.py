@@ -19,6 +19,7 @@ revalidate with If-None-Match.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections import Counter
@@ -574,7 +575,7 @@ async def _store(
     boundary = stow.body_boundary(request.headers.get("content-type"))
     parts: list[stow.ReceivedPart] = []
     try:
-        parts = await stow.parts_receive(request.stream(), boundary=boundary)
+        await stow.parts_receive(request.stream(), boundary=boundary, parts=parts, directory=settings.stow_temp_dir)
         if not parts:
             raise InvalidRequestError("the body holds no instance")
         outcomes = await run_in_threadpool(lambda: [stow.part_identify(p, study=study) for p in parts])
@@ -586,7 +587,8 @@ async def _store(
         )
         await run_in_threadpool(stow.parts_store, parts, outcomes, scp=scp)
     finally:
-        await run_in_threadpool(stow.parts_remove, parts)
+        # Off the answer's path (unlinking many files can take a while); errors are logged there.
+        asyncio.get_running_loop().run_in_executor(None, stow.parts_remove, list(parts))
     if all(o.unreachable for o in outcomes):
         raise stow.StoreUnavailableError("the archive's DICOM store does not answer; nothing was stored, retry later")
     status, body = stow.store_response(outcomes, base=_base(request, settings), study=study)

@@ -179,9 +179,17 @@ def technologist_token(transactional_db: None) -> str:
 
 
 @pytest.fixture
-def stow_server(dicomweb_settings: Settings, scp: Scp) -> Iterator[str]:
-    """The app, storing through `scp`."""
-    settings = dicomweb_settings.model_copy(update={"dicom_port": scp.port, "dicom_ae_title": scp.ae_title})
+def stow_temp_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "stow-parts"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def stow_server(dicomweb_settings: Settings, scp: Scp, stow_temp_dir: Path) -> Iterator[str]:
+    """The app, storing through `scp`, its parts waiting in `stow_temp_dir`."""
+    update = {"dicom_port": scp.port, "dicom_ae_title": scp.ae_title, "stow_temp_dir": stow_temp_dir}
+    settings = dicomweb_settings.model_copy(update=update)
     with serving(settings) as address:
         yield f"http://{address}"
 

@@ -5,6 +5,7 @@ C-STORE status as their FailureReason."""
 from __future__ import annotations
 
 import io
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -172,11 +173,12 @@ def test_nothing_stored_is_409_and_an_unknown_sop_class_is_0122(stow_http: httpx
     assert event.detail == {"failed": 1, "reasons": ["0122"]}
 
 
-def test_a_single_application_dicom_body_is_stored(stow_http: httpx.Client) -> None:
+def test_a_single_application_dicom_body_is_stored(stow_http: httpx.Client, stow_temp_dir: Path) -> None:
     ds = make_dataset()
     response = stow_http.post("/studies", content=part10(ds), headers={"Content-Type": "application/dicom"})
     assert response.status_code == 200, response.text
     assert response.json()[REFERENCED_SOP_SEQUENCE]["Value"][0][INSTANCE_UID]["Value"] == [ds.SOPInstanceUID]
+    assert _no_parts_left(stow_temp_dir)
 
 
 @pytest.mark.parametrize(
@@ -189,7 +191,14 @@ def test_other_media_types_are_415(stow_http: httpx.Client, content_type: str) -
     assert "application/dicom" in response.json()["detail"]
 
 
-def test_unparseable_bodies_are_400(stow_http: httpx.Client) -> None:
+def _no_parts_left(directory: Path) -> bool:
+    deadline = time.monotonic() + 10  # removed off the answer's path
+    while any(directory.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not any(directory.iterdir())
+
+
+def test_unparseable_bodies_are_400(stow_http: httpx.Client, stow_temp_dir: Path) -> None:
     body, content_type = multipart([part10(make_dataset())])
     truncated = body[: len(body) // 2]
     response = stow_http.post("/studies", content=truncated, headers={"Content-Type": content_type})
@@ -202,6 +211,7 @@ def test_unparseable_bodies_are_400(stow_http: httpx.Client) -> None:
     )
     assert empty.status_code == 400
     assert Receipt.objects.count() == 0
+    assert _no_parts_left(stow_temp_dir)  # also the part the truncated body had begun
 
 
 def test_stow_is_audited(stow_http: httpx.Client) -> None:
