@@ -17,7 +17,7 @@ from django.core.management import call_command
 from onnx import TensorProto, helper
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pydicom.uid import generate_uid
+from pydicom.uid import JPEG2000Lossless, generate_uid
 
 from noctis_pro.ai.analyzers import registry
 from noctis_pro.ai.models import AIAnalysis, AnalysisRule
@@ -239,3 +239,25 @@ def test_onnx_runner_averages_every_slice_and_a_missing_model_fails_at_once(
     failed = AIAnalysis.objects.get(study=study, analyzer="tiny_gone")
     assert (failed.status, failed.attempts) == ("failed", 1)  # no retry fixes a missing file
     assert failed.error == f"model file {tmp_path / 'gone.onnx'} not found"
+
+
+@pytest.mark.django_db
+def test_quality_reads_compressed_pixels_like_uncompressed_ones(storage_root: Path) -> None:
+    study_uid = generate_uid()
+    plain = ct_series(study_uid, numbers=[1, 2, 3])
+    compressed = ct_series(study_uid, numbers=[1, 2, 3])
+    for ds, same in zip(compressed, plain, strict=True):
+        ds.PixelData = same.PixelData  # the same pixels, stored as JPEG 2000 lossless (decoded by pylibjpeg)
+        ds.compress(JPEG2000Lossless)
+    study = index(storage_root, plain + compressed)
+    analyses_queue_for_studies(study_ids={study.pk}, analyzers=["image_quality"])
+    run_all()
+    results = {
+        a.series.series_instance_uid: a.result for a in AIAnalysis.objects.filter(study=study).select_related("series")
+    }
+    assert all(a.status == "done" for a in AIAnalysis.objects.filter(study=study))
+    first, second = results[plain[0].SeriesInstanceUID], results[compressed[0].SeriesInstanceUID]
+    assert {k: v for k, v in first.items() if k != "series_instance_uid"} == {
+        k: v for k, v in second.items() if k != "series_instance_uid"
+    }
+    assert second["ct_air_hu"] == pytest.approx(AIR_HU, abs=5.0)
