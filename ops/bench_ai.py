@@ -3,9 +3,10 @@ two `process_ai_analyses` processes.
 
 A private stack is launched for its PostgreSQL (ops.launch); the benchmark works in a database of its own there
 (so the stack's processor never takes its analyses), with the series generated (300 slices, 512x512x16 bit) and
-indexed up front. For each analyzer and processor count: the processors start and report ready, then N pending
-analyses of the series are inserted at once and the clock runs until all are done. Write-back is off: the figure is
-the analyzers' and the queue's throughput. 2 shared cores: compare the 1 vs 2 ratio, not absolute figures.
+indexed up front. For each analyzer and processor count (median of --repeat runs): the processors start and report
+ready, then N pending analyses of the series are inserted at once and the clock runs until all are done.
+Write-back is off: the figure is the analyzers' and the queue's throughput. 2 shared cores: compare the 1 vs 2
+ratio, not absolute figures.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import hashlib
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -151,6 +153,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--analyses", type=int, default=int(os.environ.get("BENCH_AI_ANALYSES", "30")))
     parser.add_argument("--slices", type=int, default=SLICES)
+    parser.add_argument("--repeat", type=int, default=3, help="runs per figure; the median is printed")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-ai-") as tmp:
         base = Path(tmp)
@@ -181,13 +184,17 @@ def main() -> int:
             print(f"generating and indexing a {args.slices}-slice CT (512x512x16) ...", flush=True)
             study_id = series_index(storage, ct_series(storage, args.slices))
             series_id = Series.objects.get(study_id=study_id).pk
-            print(f"\n{args.analyses} analyses of one {args.slices}-slice CT series per run")
+            print(f"\n{args.analyses} analyses of one {args.slices}-slice CT series per run, median of {args.repeat}")
             print(f"{'analyzer':<22}{'1 processor':>14}{'2 processors':>15}{'ratio':>8}")
             for analyzer in ("series_completeness", "image_quality"):
                 rates = [
-                    run(analyzer, processors=n, analyses=args.analyses, study_id=study_id, series_id=series_id, env=env)
+                    statistics.median(
+                        run(analyzer, processors=n, analyses=args.analyses, study_id=study_id, series_id=series_id,
+                            env=env)
+                        for _ in range(args.repeat)
+                    )
                     for n in (1, 2)
-                ]
+                ]  # fmt: skip
                 print(f"{analyzer:<22}{rates[0]:>10.1f} /s{rates[1]:>11.1f} /s{rates[1] / rates[0]:>7.2f}x", flush=True)
         finally:
             launched.stop()
