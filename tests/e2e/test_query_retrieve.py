@@ -304,6 +304,25 @@ def test_move_reports_failed_sub_operations_and_unknown_destinations(
     assert len(identifier.FailedSOPInstanceUIDList) == 4
 
 
+def test_nodes_whose_query_or_retrieve_switch_is_off_are_refused(stack: Stack, archive: Archive) -> None:
+    stack.manage("dicom_node", "add", "qr-locked", "QRLOCKED", "127.0.0.1", "9", "--no-query", "--no-retrieve")
+    ae = AE(ae_title="QRLOCKED")
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
+    assoc = ae.associate("127.0.0.1", stack.dicom_port, ae_title=stack.ae_title)
+    assert assoc.is_established
+    try:
+        identifier = study_identifier(archive.study_a)
+        (final, _), *_ = assoc.send_c_find(identifier, StudyRootQueryRetrieveInformationModelFind)
+        assert final.Status == 0x0124
+        assert "may_query" in final.ErrorComment
+        (final, _), *_ = assoc.send_c_move(identifier, "QRLOCKED", StudyRootQueryRetrieveInformationModelMove)
+        assert final.Status == 0x0124
+        assert "may_retrieve" in final.ErrorComment
+    finally:
+        assoc.release()
+
+
 def test_getscu_receives_byte_identical_data_sets(stack: Stack, archive: Archive, tmp_path: Path) -> None:
     result = subprocess.run(
         ["getscu", "-v", "-S", "-aec", stack.ae_title, "-od", str(tmp_path), "127.0.0.1", str(stack.dicom_port),
