@@ -57,3 +57,18 @@ def test_stow_through_the_stack_is_indexed_like_a_c_store(stack: Stack, api_toke
     assert studies[0]["00201208"]["Value"] == [2]  # NumberOfStudyRelatedInstances
     retrieved = client.retrieve_instance(study, series, by_stow.SOPInstanceUID)
     assert retrieved.PatientID == "E2E-STOW-1"
+
+    # The Celery worker builds the series' metadata cache once the series is quiet; it then answers the same.
+    metadata = client.retrieve_series_metadata(study, series)
+    probe = (
+        "from noctis_pro.pacs.models import SeriesMetadata as M;"
+        f"print(M.objects.filter(series__series_instance_uid='{series}').values_list('instance_count', flat=True)"
+        ".first())"
+    )
+    cached = None
+    deadline = time.monotonic() + INDEX_TIMEOUT_SECONDS
+    while cached != "2" and time.monotonic() < deadline:
+        cached = stack.manage("shell", "-c", probe).stdout.strip()
+        time.sleep(0.5)
+    assert cached == "2", stack.log_tail()
+    assert client.retrieve_series_metadata(study, series) == metadata
