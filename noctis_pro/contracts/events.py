@@ -53,3 +53,19 @@ class ReportSigned(Event):
     report_id: int
     signed_by: str
     status: str
+
+
+@dataclass(frozen=True)
+class TransferUpdated(Event):
+    """A send, forward or retrieve with a DICOM node moved on (pacs.transfers): its status and counts so far."""
+
+    type: ClassVar[str] = "transfer.updated"
+    transfer_id: int
+    kind: str
+    status: str
+    node_name: str
+    study_instance_uid: str
+    total: int | None
+    completed: int
+    failed: int
+    error: str = ""

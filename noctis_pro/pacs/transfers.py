@@ -14,6 +14,8 @@ from django.db.models import F
 from django.utils import timezone
 
 from noctis_pro.contracts import scu
+from noctis_pro.contracts.events import TransferUpdated
+from noctis_pro.core.events import publish_now
 from noctis_pro.pacs.forwarding import SendResult, instances_send
 from noctis_pro.pacs.models import Node, Transfer
 from noctis_pro.pacs.nodes import peer_of, transfer_sop_uids
@@ -24,11 +26,19 @@ MAX_ERROR_LENGTH = 2000
 
 
 def _update(transfer: Transfer, **values: Any) -> None:
+    """Write progress to the row and announce it on /ws (the Transfers page updates live)."""
     values["updated_at"] = timezone.now()
     Transfer.objects.filter(pk=transfer.pk).update(**values)
     for key, value in values.items():
         if not hasattr(value, "resolve_expression"):
             setattr(transfer, key, value)
+    publish_now(
+        TransferUpdated(
+            transfer_id=transfer.pk, kind=transfer.kind, status=transfer.status, node_name=transfer.node_name,
+            study_instance_uid=transfer.study_instance_uid, total=transfer.total, completed=transfer.completed,
+            failed=transfer.failed, error=transfer.error[:300],
+        )
+    )  # fmt: skip
 
 
 def transfer_for_forward(*, node_id: int, sop_uids: list[str], task_id: str | None) -> Transfer | None:

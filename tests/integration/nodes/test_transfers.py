@@ -4,6 +4,8 @@ retried with back-off and then marked failed."""
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -12,7 +14,9 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from pydicom.uid import generate_uid
 
+from noctis_pro.contracts.events import CHANNEL
 from noctis_pro.contracts.nodes import retry_delay
+from noctis_pro.core.events import redis_client
 from noctis_pro.pacs import nodes
 from noctis_pro.pacs.indexing import receipts_index
 from noctis_pro.pacs.models import ForwardRule, Node, Receipt, Transfer
@@ -21,6 +25,18 @@ from tests.conftest import free_port
 from tests.integration.nodes.conftest import StoreScp, dataset_bytes
 
 pytestmark = pytest.mark.django_db
+
+
+def _transfer_events(pubsub: Any, transfer_id: int) -> list[tuple[str, int, int | None]]:
+    """(status, completed, total) of the transfer.updated events published for a transfer, up to its end."""
+    seen: list[tuple[str, int, int | None]] = []
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not (seen and seen[-1][0] in ("done", "failed")):
+        message = pubsub.get_message(timeout=0.2)
+        event = json.loads(message["data"]) if message else {}
+        if event.get("type") == "transfer.updated" and event["transfer_id"] == transfer_id:
+            seen.append((event["status"], event["completed"], event["total"]))
+    return seen
 
 
 def _node_for(peer: StoreScp, **kwargs: Any) -> Node:
@@ -42,6 +58,8 @@ def test_send_task_delivers_the_study_byte_identical(
         transfer = nodes.transfer_send_queue(node=node, study_uid=study_uid, user=user)
     assert queued == [[transfer.pk]]
     assert transfer.status == Transfer.Status.PENDING
+    events = redis_client().pubsub(ignore_subscribe_messages=True)
+    events.subscribe(CHANNEL)
 
     transfer_run.apply(args=queued[0])
 
@@ -55,6 +73,10 @@ def test_send_task_delivers_the_study_byte_identical(
     node.refresh_from_db()
     assert node.last_success_at is not None
     assert node.last_error == ""
+    mine = _transfer_events(events, transfer.pk)
+    assert mine[0] == ("running", 0, None)  # then the count, then the result, as the Transfers page shows them
+    assert mine[-1] == ("done", 3, 3)
+    events.close()
 
 
 def test_a_routing_rule_forward_on_arrival_is_recorded_as_a_transfer(
