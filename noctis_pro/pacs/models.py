@@ -156,7 +156,8 @@ class Instance(models.Model):
 class Receipt(models.Model):
     """Outbox row: one per SOP Instance UID, the truth of what was stored.
 
-    Written by dicom_scp_server/src/receipt.rs (C-STORE) and fastapi_app/sql.py (STOW-RS); read by
+    Written by dicom_scp_server/src/receipt.rs only: STOW-RS uploads reach it as C-STOREs from FastAPI (calling_ae
+    DICOM_STOW_AE_TITLE, source "dimse"). Read by
     pacs.indexing. Columns are pinned by tests/contracts/receipt.json.
     """
 
