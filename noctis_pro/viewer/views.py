@@ -16,6 +16,7 @@ from noctis_pro.contracts import roles
 from noctis_pro.contracts.uids import uid_is_valid
 from noctis_pro.core.audit import audit_record
 from noctis_pro.pacs.selectors import study_detail
+from noctis_pro.viewer.bundle import bundle_current
 
 DICOMWEB_ROOT = "/api/v1/dicomweb"
 
@@ -50,4 +51,5 @@ def study_view(request: HttpRequest, study_uid: str) -> HttpResponse:
         "studyUrl": reverse("worklist:study", args=[study.study_instance_uid]),
         "worklistUrl": reverse("worklist:index"),
     }
-    return render(request, "viewer/study.html", {"study": study, "viewer_config": config})
+    context = {"study": study, "viewer_config": config, "bundle": bundle_current()}
+    return render(request, "viewer/study.html", context)
