@@ -14,6 +14,7 @@ association broke, and 0xA900 for an instance of another study POSTed to /studie
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import tempfile
@@ -330,6 +331,33 @@ def _instance_store(assoc: Any, part: ReceivedPart, outcome: PartOutcome) -> Non
         return
     outcome.status = int(response.Status)
     outcome.reason = str(response.get("ErrorComment", "") or "")
+
+
+async def upload_store(
+    chunks: AsyncIterator[bytes],
+    *,
+    content_type: str | None,
+    study: str | None,
+    scp: ScpAddress,
+    directory: Path | None,
+) -> list[PartOutcome]:
+    """A STOW-RS body, part by part: received into files, identified, C-STOREd; the outcome of each part.
+
+    415 / 400 for a body that is not a STOW body; 503 when the SCP did not answer for any part."""
+    boundary = body_boundary(content_type)
+    parts: list[ReceivedPart] = []
+    try:
+        await parts_receive(chunks, boundary=boundary, parts=parts, directory=directory)
+        if not parts:
+            raise InvalidRequestError("the body holds no instance")
+        outcomes = await run_in_threadpool(lambda: [part_identify(p, study=study) for p in parts])
+        await run_in_threadpool(parts_store, parts, outcomes, scp=scp)
+    finally:
+        # Off the answer's path (unlinking many files can take a while); errors are logged there.
+        asyncio.get_running_loop().run_in_executor(None, parts_remove, list(parts))
+    if all(o.unreachable for o in outcomes):
+        raise StoreUnavailableError("the archive's DICOM store does not answer; nothing was stored, retry later")
+    return outcomes
 
 
 # --- the response --------------------------------------------------------------------------------------------------

@@ -19,7 +19,6 @@ revalidate with If-None-Match.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections import Counter
@@ -572,25 +571,19 @@ async def _store(
     request: Request, pool: asyncpg.Pool, user: CurrentUser, settings: Settings, study: str | None
 ) -> Response:
     media.json_accepted(request.headers.get("accept"))
-    boundary = stow.body_boundary(request.headers.get("content-type"))
-    parts: list[stow.ReceivedPart] = []
-    try:
-        await stow.parts_receive(request.stream(), boundary=boundary, parts=parts, directory=settings.stow_temp_dir)
-        if not parts:
-            raise InvalidRequestError("the body holds no instance")
-        outcomes = await run_in_threadpool(lambda: [stow.part_identify(p, study=study) for p in parts])
-        scp = stow.ScpAddress(
-            host=settings.dicom_scp_host,
-            port=settings.dicom_port,
-            called_ae=settings.dicom_ae_title,
-            calling_ae=settings.dicom_stow_ae_title,
-        )
-        await run_in_threadpool(stow.parts_store, parts, outcomes, scp=scp)
-    finally:
-        # Off the answer's path (unlinking many files can take a while); errors are logged there.
-        asyncio.get_running_loop().run_in_executor(None, stow.parts_remove, list(parts))
-    if all(o.unreachable for o in outcomes):
-        raise stow.StoreUnavailableError("the archive's DICOM store does not answer; nothing was stored, retry later")
+    scp = stow.ScpAddress(
+        host=settings.dicom_scp_host,
+        port=settings.dicom_port,
+        called_ae=settings.dicom_ae_title,
+        calling_ae=settings.dicom_stow_ae_title,
+    )
+    outcomes = await stow.upload_store(
+        request.stream(),
+        content_type=request.headers.get("content-type"),
+        study=study,
+        scp=scp,
+        directory=settings.stow_temp_dir,
+    )
     status, body = stow.store_response(outcomes, base=_base(request, settings), study=study)
     for uid, count in sorted(Counter(o.study_instance_uid for o in outcomes if o.stored).items()):
         await _audit(
