@@ -160,3 +160,19 @@ def test_a_public_base_url_that_is_not_http_stops_the_service(monkeypatch: pytes
     monkeypatch.setenv("DJANGO_SECRET_KEY", "x" * 50)
     with pytest.raises(ConfigError, match="NOCTIS_PUBLIC_BASE_URL"):
         settings_load()
+
+
+def test_only_bulk_data_uris_get_the_base_not_text_that_looks_like_one() -> None:
+    from noctis_pro.contracts.dicom_json import bulk_data_uris_absolute
+
+    tricky = '"BulkDataURI":"/studies/1.2/series/3'
+    item = {
+        "00081030": {"vr": "LO", "Value": [tricky]},
+        "7FE00010": {"vr": "OW", "BulkDataURI": "/studies/1/series/2/instances/3/bulkdata/7FE00010"},
+    }
+    text = json.dumps(item, separators=(",", ":")).encode()
+    out = json.loads(bulk_data_uris_absolute(text, base='https://pacs.example.org/a"b/api/v1/dicomweb'))
+    assert out["00081030"]["Value"] == [tricky]
+    assert out["7FE00010"]["BulkDataURI"] == (
+        'https://pacs.example.org/a"b/api/v1/dicomweb/studies/1/series/2/instances/3/bulkdata/7FE00010'
+    )
