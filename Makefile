@@ -9,7 +9,7 @@ SCP := dicom_scp_server
 export TCP_NODELAY := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint lint-python lint-rust migrations-check fmt bench bench-ai bench-dicomweb bench-viewer install install-test clean
+.PHONY: help run test lint lint-python lint-rust migrations-check fmt bench bench-ai bench-dicomweb bench-qr bench-viewer install install-test clean
 
 help:  ## list the targets
 	@awk -F ':.*## ' '/^[a-z-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -25,12 +25,16 @@ bench: install-test  ## ingest benchmark against dcmtk storescp, then bench-dico
 	$(PY) -m ops.bench_dicomweb
 	$(PY) -m ops.bench_ai
 	$(PY) -m ops.bench_viewer
+	$(PY) -m ops.bench_qr
 
 bench-viewer: install-test  ## viewer in headless Chromium: click to first image and scroll fps on a 300-slice CT
 	$(PY) -m ops.bench_viewer
 
 bench-ai: install-test  ## AI analyses/s (completeness, quality) on a 300-slice CT, 1 and 2 processors
 	$(PY) -m ops.bench_ai
+
+bench-qr: install-test  ## C-FIND latency and C-MOVE instances/s vs Orthanc, C-FIND at 1M instances (BENCH_QR_*; ARGS=--quick)
+	$(PY) -m ops.bench_qr $(ARGS)
 
 bench-dicomweb: install-test  ## DICOMweb latency at 1M instances and vs Orthanc (BENCH_INSTANCES, BENCH_REQUESTS; ARGS=--quick)
 	$(PY) -m ops.bench_dicomweb $(ARGS)
