@@ -175,6 +175,11 @@ def storescp_run(files: list[Path], *, associations: int, workdir: Path) -> Run:
         storescu_before = children_cpu()
         seconds = send(files, port=port, ae_title="STORESCP", associations=associations)
         cpu = {"storescu": children_cpu() - storescu_before}
+        # storescp reaps the finished association processes (whose CPU then counts as its children's) only
+        # when the next association arrives: one C-ECHO makes it do so.
+        echo = ["echoscu", "-aec", "STORESCP", "127.0.0.1", str(port)]
+        subprocess.run(echo, env={**os.environ, "TCP_NODELAY": "1"}, capture_output=True, timeout=30, check=False)
+        time.sleep(0.3)
     finally:
         # Each association's process was reaped by storescp: their CPU is storescp's children time.
         fields = _stat_fields(str(proc.pid))
