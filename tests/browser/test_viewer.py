@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pydicom
 import pytest
-from playwright.sync_api import Browser, Page
+from playwright.sync_api import Browser, Page, expect
 from pydicom.uid import JPEG2000Lossless, RLELossless, generate_uid
 
 from tests.browser.test_worklist import XSS_NAME, browser, login  # noqa: F401  (browser is a fixture)
@@ -229,8 +229,7 @@ def test_viewer_draws_the_ct_and_a_preset_changes_the_pixels(viewer_page: Page, 
     assert after["hash"] != before["hash"]
     assert abs(after["mean"] - before["mean"]) > 5, (before, after)
     assert round(_state(page)["windowCenter"]) == 400
-    overlay = page.locator(".cell.active .overlay.br").inner_text()
-    assert "W 1800 L 400" in overlay
+    expect(page.locator(".cell.active .overlay.br")).to_contain_text("W 1800 L 400")
     _screenshot(page, "ct-bone")
 
 
@@ -247,7 +246,7 @@ def test_viewer_scrolls_with_the_wheel_and_the_arrow_keys(viewer_page: Page) -> 
     page.keyboard.press("ArrowDown")
     page.keyboard.press("ArrowDown")
     page.wait_for_function(f"window.noctisViewer.state().sliceIndex === {after_wheel + 2}")
-    assert f"Im {after_wheel + 3}/{CT_SLICES}" in page.locator(".cell.active .overlay.bl").inner_text()
+    expect(page.locator(".cell.active .overlay.bl")).to_contain_text(f"Im {after_wheel + 3}/{CT_SLICES}")
     page.keyboard.press("End")
     page.wait_for_function(f"window.noctisViewer.state().sliceIndex === {CT_SLICES - 1}")
 
@@ -291,7 +290,7 @@ def test_viewer_length_measurement_is_in_millimetres(viewer_page: Page) -> None:
     expected = math.dist(start, end) * mm_per_px  # 200 screen px at ~0.18 mm each
     assert measured["unit"] == "mm"
     assert measured["length"] == pytest.approx(expected, rel=0.02), (measured, expected, image_px)
-    assert f"{measured['length']:.2f} mm" in page.locator("ol.measurements").inner_text()
+    expect(page.locator("ol.measurements")).to_contain_text(f"{measured['length']:.2f} mm")
     _screenshot(page, "length")
     page.click("button[data-tool=wl]")
 
@@ -321,7 +320,7 @@ def test_viewer_rectangle_roi_gives_area_mean_and_sd(viewer_page: Page) -> None:
     assert roi["area"] == pytest.approx(100 * 80 * mm_per_px**2, rel=0.06), roi
     assert 70 < roi["mean"] < 105, roi  # the stripes' mean, 86.5 HU over whole periods
     assert 18 < roi["stdDev"] < 35, roi  # their SD, 27.7 HU
-    assert "HU" in page.locator("ol.measurements").inner_text()
+    expect(page.locator("ol.measurements")).to_contain_text("HU")
     _screenshot(page, "roi")
     page.keyboard.press("w")
 
@@ -349,8 +348,7 @@ def test_viewer_decodes_every_compressed_series_in_the_browser(viewer_page: Page
 
 def test_viewer_shows_dicom_text_as_text(viewer_page: Page) -> None:
     page = viewer_page
-    overlay = page.locator(".cell.active .overlay.tl").inner_text()
-    assert XSS_NAME in overlay
+    expect(page.locator(".cell.active .overlay.tl")).to_contain_text(XSS_NAME)
     assert XSS_NAME in page.locator(".vbar .vpatient").inner_text()
     assert page.locator('img[src="x"]').count() == 0, "no element was made from the patient name"
     assert page.dialogs == []  # type: ignore[attr-defined]
@@ -374,7 +372,7 @@ def test_viewer_invert_rotate_flip_fit_and_reset(viewer_page: Page, viewer_study
     page.keyboard.press("h")
     page.click("button[data-action=flip-v]")
     page.wait_for_function("(s => s.rotation === 90 && s.flipHorizontal && s.flipVertical)(noctisViewer.state())")
-    assert "Rot 90° Flip H Flip V Inverted" in page.locator(".cell.active .overlay.br").inner_text()
+    expect(page.locator(".cell.active .overlay.br")).to_contain_text("Rot 90° Flip H Flip V Inverted")
     _screenshot(page, "rotated")
     page.keyboard.press("r")
     page.wait_for_function(
@@ -391,7 +389,7 @@ def test_viewer_cine_plays_a_multiframe_image(viewer_page: Page, viewer_study: V
         f"uid => (s => s.seriesUid === uid && s.sliceCount === {MULTIFRAME_FRAMES})(noctisViewer.state())",
         arg=viewer_study.multiframe_series_uid,
     )
-    assert f"(frame 1/{MULTIFRAME_FRAMES})" in page.locator(".cell.active .overlay.bl").inner_text()
+    expect(page.locator(".cell.active .overlay.bl")).to_contain_text(f"(frame 1/{MULTIFRAME_FRAMES})")
     page.keyboard.press("c")
     seen = set()
     for _ in range(40):
