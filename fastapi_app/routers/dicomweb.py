@@ -240,7 +240,10 @@ async def _metadata_cached_response(
     body = metadata_cache.metadata_body(
         pool, settings.storage_root, study_uid=study, plan=plan, files=files, base=_base(request, settings)
     )
-    return StreamingResponse(body, media_type=media.DICOM_JSON)
+    headers = {"Vary": "Accept-Encoding"}
+    if metadata_cache.gzip_accepted(request.headers.get("accept-encoding")):
+        body, headers["Content-Encoding"] = metadata_cache.gzip_stream(body), "gzip"
+    return StreamingResponse(body, media_type=media.DICOM_JSON, headers=headers)
 
 
 @router.get("/studies/{study}", responses=_MULTIPART_RESPONSE, summary="WADO-RS: a study's files, as stored")

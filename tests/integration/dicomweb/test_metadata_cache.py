@@ -176,3 +176,27 @@ def test_only_bulk_data_uris_get_the_base_not_text_that_looks_like_one() -> None
     assert out["7FE00010"]["BulkDataURI"] == (
         'https://pacs.example.org/a"b/api/v1/dicomweb/studies/1/series/2/instances/3/bulkdata/7FE00010'
     )
+
+
+def test_metadata_is_gzip_encoded_for_clients_that_accept_it(http: httpx.Client, two_series: list[Stored]) -> None:
+    study, ct = two_series[0].ds.StudyInstanceUID, two_series[0].ds.SeriesInstanceUID
+    _build(ct)
+    for path in (f"/studies/{study}/metadata", f"/studies/{study}/series/{ct}/metadata"):
+        plain = http.get(path, headers={"Accept-Encoding": "identity"})
+        assert "content-encoding" not in plain.headers
+        zipped = http.get(path, headers={"Accept-Encoding": "gzip, deflate"})
+        assert zipped.headers["content-encoding"] == "gzip"
+        assert zipped.headers["vary"] == "Accept-Encoding"
+        assert json.loads(zipped.content) == json.loads(plain.content)  # httpx decodes it
+        assert zipped.num_bytes_downloaded < plain.num_bytes_downloaded / 2
+
+
+@pytest.mark.parametrize(
+    ("header", "gzip_ok"),
+    [(None, False), ("identity", False), ("gzip", True), ("br, gzip;q=0.5", True), ("gzip;q=0", False),
+     ("*", True), ("*, gzip;q=0", False), ("deflate", False)],
+)  # fmt: skip
+def test_accept_encoding_is_read_as_rfc_9110_says(header: str | None, gzip_ok: bool) -> None:
+    from fastapi_app.dicomweb.metadata_cache import gzip_accepted
+
+    assert gzip_accepted(header) is gzip_ok
