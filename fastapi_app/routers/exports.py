@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 from fastapi_app import schemas, sql
 from fastapi_app.deps import CurrentUser, PoolDep, SettingsDep, permission_required, remote_addr
 from fastapi_app.errors import ApiError, InvalidRequestError
-from fastapi_app.tasks import task_send
+from fastapi_app.tasks import broker_url, task_send
 from noctis_pro.contracts import roles
 from noctis_pro.contracts.uids import uid_problem
 
@@ -109,7 +109,7 @@ async def export_create(
     row = await sql.export_insert(
         pool, export_id=uuid.uuid4(), user_id=user.id, study_uids=uids, ttl_hours=settings.export_ttl_hours
     )
-    await task_send(settings, BUILD_TASK, [str(row["id"])])
+    await task_send(broker_url(settings), BUILD_TASK, [str(row["id"])])
     await sql.audit_record(
         pool,
         user_id=user.id,

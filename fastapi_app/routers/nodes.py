@@ -18,12 +18,10 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from functools import lru_cache
 from typing import Annotated, Any, Literal
 
 import asyncpg
 from anyio import to_thread
-from celery import Celery
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 
@@ -31,6 +29,7 @@ from fastapi_app import schemas, sql
 from fastapi_app.auth import User
 from fastapi_app.deps import CurrentUser, PoolDep, SettingsDep, remote_addr
 from fastapi_app.errors import ApiError, ForbiddenError, InvalidRequestError, UnknownStudyError
+from fastapi_app.tasks import broker_url, task_send
 from noctis_pro.contracts import nodes as rules
 from noctis_pro.contracts import roles, scu
 from noctis_pro.contracts.uids import uid_problem
@@ -195,18 +194,9 @@ def _uid(what: str, value: str, *, required: bool = True) -> str:
     return value
 
 
-@lru_cache
-def _celery(broker_url: str) -> Celery:
-    """A Celery client that only sends (no Django, no task code): messages name the task."""
-    return Celery("noctis_fastapi", broker=broker_url, set_as_current=False)
-
-
-async def _enqueue(pool: asyncpg.Pool, broker_url: str, transfer: sql.TransferRow) -> None:
-    def send() -> None:
-        _celery(broker_url).send_task(rules.TASK_TRANSFER_RUN, args=[transfer.id])
-
+async def _enqueue(pool: asyncpg.Pool, url: str, transfer: sql.TransferRow) -> None:
     try:
-        await to_thread.run_sync(send)
+        await task_send(url, rules.TASK_TRANSFER_RUN, [transfer.id])
     except Exception as exc:  # kombu raises many kinds when the broker is down: the row must not stay pending
         logger.error("transfer %s: could not queue: %r", transfer.id, exc)
         await sql.transfer_enqueue_failed(pool, transfer_id=transfer.id, error=f"could not queue: {exc}")
@@ -337,7 +327,7 @@ async def node_retrieve(
     )
     await _audit(pool, request, user, "study.retrieve", "study", study_uid,
                  {"node": node.name, "series": series_uid, "transfer": transfer.id})  # fmt: skip
-    await _enqueue(pool, settings.celery_broker_url or settings.redis_url, transfer)
+    await _enqueue(pool, broker_url(settings), transfer)
     return transfer
 
 
@@ -370,7 +360,7 @@ async def study_send(
     )
     await _audit(pool, request, user, "study.send", "study", study_uid,
                  {"node": node.name, "series": series_uid, "transfer": transfer.id})  # fmt: skip
-    await _enqueue(pool, settings.celery_broker_url or settings.redis_url, transfer)
+    await _enqueue(pool, broker_url(settings), transfer)
     return transfer
 
 
