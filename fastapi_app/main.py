@@ -17,7 +17,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from fastapi_app.deps import study_access
 from fastapi_app.errors import errors_install
-from fastapi_app.routers import analyses, dicomweb, docs, health, nodes, studies, users, ws
+from fastapi_app.routers import analyses, dicomweb, docs, exports, health, nodes, studies, users, ws
 from fastapi_app.settings import ConfigError, Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -91,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Roles and facilities (noctis_pro.contracts) on every study route: deps.study_access.
     app.include_router(studies.router, prefix=API_PREFIX, dependencies=[Depends(study_access)])
     app.include_router(dicomweb.router, prefix=API_PREFIX, dependencies=[Depends(study_access)])
+    app.include_router(exports.router, prefix=API_PREFIX)
     app.include_router(nodes.router, prefix=API_PREFIX)
     app.include_router(ws.router)
     app.include_router(docs.docs_router(prefix=API_PREFIX, openapi_url=app.openapi_url or "", title=app.title))
