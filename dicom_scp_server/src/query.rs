@@ -622,6 +622,17 @@ impl Param {
             Param::Int(i) => i,
         }
     }
+
+    /// The bind with its PostgreSQL type, so a query needs no Parse/Describe round trip (query_typed).
+    pub fn typed(&self) -> (&(dyn ToSql + Sync), tokio_postgres::types::Type) {
+        use tokio_postgres::types::Type;
+        let ty = match self {
+            Param::Text(_) => Type::TEXT,
+            Param::Texts(_) => Type::TEXT_ARRAY,
+            Param::Int(_) => Type::INT4,
+        };
+        (self.as_sql(), ty)
+    }
 }
 
 /// WHERE conditions and their binds, numbered $1.. in order.
@@ -1136,10 +1147,6 @@ impl FindQuery {
             ));
         }
         obj
-    }
-
-    pub fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
-        self.params.iter().map(Param::as_sql).collect()
     }
 }
 

@@ -150,14 +150,11 @@ impl QueryRetrieve {
         })
     }
 
-    /// Rows of a query whose every column is text.
-    pub async fn rows(
-        &self,
-        sql: &str,
-        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-    ) -> Result<Vec<Row>, ReceiptError> {
+    /// Rows of a query whose every column is text; binds typed, so it takes one round trip.
+    pub async fn rows(&self, sql: &str, params: &[query::Param]) -> Result<Vec<Row>, ReceiptError> {
         let client = self.db.get().await?;
-        let rows = tokio::time::timeout(QUERY_TIMEOUT, client.query(sql, params))
+        let typed: Vec<_> = params.iter().map(query::Param::typed).collect();
+        let rows = tokio::time::timeout(QUERY_TIMEOUT, client.query_typed(sql, &typed))
             .await
             .map_err(|_| ReceiptError::Timeout)??;
         Ok(rows
@@ -198,7 +195,9 @@ impl QueryRetrieve {
         calling_ae: &str,
         service: Service,
     ) -> Result<Option<String>, ReceiptError> {
-        let rows = self.rows(NODE_BY_AE, &[&calling_ae.trim()]).await?;
+        let rows = self
+            .rows(NODE_BY_AE, &[query::Param::Text(calling_ae.trim().to_string())])
+            .await?;
         let texts: Vec<String> = rows.into_iter().filter_map(|mut r| r.pop().flatten()).collect();
         Ok(calling_refusal_of(&texts, calling_ae, service))
     }
@@ -591,7 +590,7 @@ where
         Ok(q) => q,
         Err(e) => return req.fail(e.status(), &e.to_string()).await,
     };
-    let rows = match qr.rows(&query.sql, &query.params()).await {
+    let rows = match qr.rows(&query.sql, &query.params).await {
         Ok(rows) => rows,
         Err(e) => {
             tracing::error!(error = %e, "C-FIND query failed");

@@ -363,7 +363,9 @@ pub fn node_choose(rows: &[String]) -> Result<Node, NodeRefusal> {
 
 impl QueryRetrieve {
     async fn node_find(&self, ae_title: &str) -> Result<Result<Node, NodeRefusal>, ReceiptError> {
-        let rows = self.rows(NODE_BY_AE, &[&ae_title.trim()]).await?;
+        let rows = self
+            .rows(NODE_BY_AE, &[query::Param::Text(ae_title.trim().to_string())])
+            .await?;
         let texts: Vec<String> = rows.into_iter().filter_map(|mut r| r.pop().flatten()).collect();
         Ok(node_choose(&texts))
     }
@@ -373,8 +375,7 @@ impl QueryRetrieve {
         sql: &str,
         params: &[query::Param],
     ) -> Result<Vec<StoredInstance>, ReceiptError> {
-        let binds: Vec<_> = params.iter().map(query::Param::as_sql).collect();
-        let rows = self.rows(sql, &binds).await?;
+        let rows = self.rows(sql, params).await?;
         Ok(rows
             .into_iter()
             .map(|r| {
