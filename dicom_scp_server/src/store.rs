@@ -298,8 +298,11 @@ const CHUNKS_IN_FLIGHT: usize = 8;
 /// The writer's buffer: fragments smaller than this are gathered (senders with small PDUs still make large
 /// writes); larger ones, the usual case, go to the file straight from their PDV buffer, uncopied.
 const WRITE_BUFFER: usize = 64 * 1024;
-/// Start the kernel's writeback every this many bytes, so the final fsync finds little left to write.
-const WRITEBACK_STEP: u64 = 256 * 1024;
+/// Start the kernel's writeback every this many bytes of a large instance, so its final fsync finds little
+/// left to write. Not smaller: each start is a separate block I/O submission (a VM exit on virtio), and
+/// for typical instances (a 0.5 MB CT slice) one write-out at the fsync measured ~15% more instances/s
+/// over 4 associations than a start every 256 KB, with the same latency over one.
+const WRITEBACK_STEP: u64 = 2 * 1024 * 1024;
 
 /// What the writer thread returns once the data set is complete: the file, not yet fsynced.
 struct Written {
