@@ -41,7 +41,7 @@ from pynetdicom import AE
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind, StudyRootQueryRetrieveInformationModelMove
 
 from ops.bench import send
-from ops.bench_dicomweb import month_range, small_set_generate
+from ops.bench_dicomweb import month_range, small_set_generate, stack_quiet_wait
 from ops.index_fill import fill_plan, index_fill
 from ops.launch import Launched, free_port, stack_launch
 from ops.loadgen import percentile
@@ -86,9 +86,9 @@ class Peer:
     ae_title: str
 
 
-def _rows(database_url: str, statement: str) -> list[Any]:
+def _rows(database_url: str, statement: str, *params: Any) -> list[Any]:
     with psycopg.connect(database_url, autocommit=True) as conn:
-        return [r[0] for r in conn.execute(statement)]
+        return [r[0] for r in conn.execute(statement, params or None)]
 
 
 def _count(database_url: str, table: str) -> int:
@@ -96,13 +96,18 @@ def _count(database_url: str, table: str) -> int:
     return int(_rows(database_url, statement)[0])
 
 
-def find_identifiers(database_url: str, *, count: int, seed: int = 5) -> list[Dataset]:
-    """`count` study-level identifiers with values that exist in the index, the kinds a workstation sends."""
+def find_identifiers(
+    database_url: str, *, count: int, studies: list[str] | None = None, seed: int = 5
+) -> list[Dataset]:
+    """`count` study-level identifiers with values that exist in the index, the kinds a workstation sends; with
+    `studies`, values of those studies only (what both servers hold, not what the stack derived, like AI reports)."""
     rng = random.Random(seed)  # noqa: S311 (a reproducible sample)
-    surnames = sorted(set(_rows(database_url, "SELECT split_part(patient_name, '^', 1) FROM pacs_patient")))
-    patient_ids = sorted(_rows(database_url, "SELECT patient_id FROM pacs_patient"))
-    months = sorted(set(_rows(database_url, "SELECT to_char(study_date, 'YYYYMM') FROM pacs_study")))
-    uids = sorted(_rows(database_url, "SELECT study_instance_uid FROM pacs_study"))
+    scope = "WHERE (%s::text[] IS NULL OR st.study_instance_uid = ANY(%s::text[]))"
+    joined = f"FROM pacs_study st JOIN pacs_patient p ON p.id = st.patient_id {scope}"
+    surnames = sorted(set(_rows(database_url, f"SELECT split_part(p.patient_name, '^', 1) {joined}", studies, studies)))
+    patient_ids = sorted(set(_rows(database_url, f"SELECT p.patient_id {joined}", studies, studies)))
+    months = sorted(set(_rows(database_url, f"SELECT to_char(st.study_date, 'YYYYMM') {joined}", studies, studies)))
+    uids = sorted(_rows(database_url, f"SELECT st.study_instance_uid {joined}", studies, studies))
     kinds: list[Callable[[Dataset], None]] = [
         lambda ds: setattr(ds, "PatientName", rng.choice(surnames) + "*"),
         lambda ds: setattr(ds, "PatientID", rng.choice(patient_ids)),
@@ -262,14 +267,21 @@ def main() -> int:
         send(files, port=peer.port, ae_title=ORTHANC_AE_TITLE, associations=4)
         if orthanc.instance_count() != n:
             raise RuntimeError(f"Orthanc holds {orthanc.instance_count()} instances, not {n}")
-        study_uids = sorted(_rows(database_url, "SELECT study_instance_uid FROM pacs_study"))
-        identifiers = find_identifiers(database_url, count=s.finds)
+        # Thumbnails and AI analyses of the new set would compete with the measurements: wait them out.
+        report["background_done"] = stack_quiet_wait(database_url, timeout=300)
+        study_uids = sorted({pydicom.dcmread(f, stop_before_pixels=True).StudyInstanceUID for f in files[::100]})
+        identifiers = find_identifiers(database_url, count=s.finds, studies=study_uids)
 
         print(f"C-FIND, study level: {s.finds} queries on one association per server", flush=True)
         finds = {p.name: finds_measure(p, identifiers) for p in (noctis, peer)}
-        agree = finds["noctis"]["matches"] == finds["orthanc"]["matches"]
-        for p in finds.values():
-            p.pop("matches")
+        ours, theirs = finds["noctis"].pop("matches"), finds["orthanc"].pop("matches")
+        agree = ours == theirs
+        # Where the two servers' matching differs, say on which identifiers (the first few).
+        finds["differences"] = [
+            {"identifier": {e.keyword: str(e.value) for e in identifier if e.value}, "noctis": a, "orthanc": b}
+            for identifier, a, b in zip(identifiers, ours, theirs, strict=True)
+            if a != b
+        ][:5]
         finds["ratio_p50"] = ratio(finds["noctis"]["p50_ms"], finds["orthanc"]["p50_ms"])
         finds["ratio_p99"] = ratio(finds["noctis"]["p99_ms"], finds["orthanc"]["p99_ms"])
         finds["same_matches"] = agree
