@@ -53,14 +53,22 @@ BREAKDOWN = """() => {
   const nav = performance.getEntriesByType('navigation')[0];
   const res = performance.getEntriesByType('resource');
   const find = (test) => res.find((e) => test(e.name));
-  const bundle = find((n) => n.endsWith('/viewer.js'));
+  const bundle = find((n) => n.includes('/viewer.js'));
+  const mark = (name) => {
+    const m = performance.getEntriesByName(name, 'mark')[0];
+    return m ? at(m.startTime) : null;
+  };
   const meta = find((n) => n.endsWith('/metadata'));
   const frame = find((n) => n.includes('/frames/'));
   return {
     page: at(nav.responseEnd),
     bundle: bundle ? at(bundle.responseEnd) : null,
-    bundle_run: at(nav.domContentLoadedEventEnd),
+    bundle_run: mark('noctis:start'),
+    init: mark('noctis:init'),
+    json: mark('noctis:json'),
     metadata: meta ? [at(meta.startTime), at(meta.responseEnd)] : null,
+    metadata_parsed: mark('noctis:metadata'),
+    set_stack: mark('noctis:setStack'),
     first_frame: frame ? [at(frame.startTime), at(frame.responseEnd)] : null,
     drawn: at(window.noctisViewer.firstImageAt),
   };

@@ -138,6 +138,7 @@ export class DicomWeb {
   // instance number).
   async seriesImages(seriesUid) {
     const instances = await this.seriesMetadata(seriesUid);
+    performance.mark('noctis:json');
     instances.sort(instanceOrder(instances));
     const images = [];
     for (const ds of instances) {
