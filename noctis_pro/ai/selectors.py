@@ -10,11 +10,32 @@ from django.db.models import QuerySet
 
 from noctis_pro.ai.analyzers.base import InstanceRef, SeriesFacts, SeriesRef
 from noctis_pro.ai.models import AIAnalysis
+from noctis_pro.ai.summaries import StudyAIStatus
 from noctis_pro.pacs.models import Instance, Series, Study
 
 
 def analyses_for_study(*, study_id: int, limit: int = 20) -> QuerySet[AIAnalysis]:
     return AIAnalysis.objects.filter(study_id=study_id).select_related("series").order_by("-created_at", "-pk")[:limit]
+
+
+def ai_status_for_studies(*, study_ids: list[int]) -> dict[int, StudyAIStatus]:
+    """The worklist's AI badge for a page of studies, in one query: the newest analysis per (study, series,
+    analyzer), so a re-run replaces the earlier outcome instead of adding to it. Studies without analyses are
+    left out."""
+    out: dict[int, StudyAIStatus] = {}
+    if not study_ids:
+        return out
+    rows = (
+        AIAnalysis.objects.filter(study_id__in=study_ids)
+        .order_by("study_id", "analyzer", "series_id", "-created_at", "-pk")
+        .distinct("study_id", "analyzer", "series_id")
+        .values_list("study_id", "analyzer", "status", "result", "error", "series__series_number")
+    )
+    for study_id, analyzer, status, result, error, series_number in rows:
+        out.setdefault(study_id, StudyAIStatus()).add(
+            analyzer=analyzer, status=status, result=result, error=error, series_number=series_number
+        )
+    return out
 
 
 def study_counts(*, study_id: int) -> tuple[int, int]:

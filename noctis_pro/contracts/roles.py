@@ -27,6 +27,7 @@ REPORT_SIGN = "report.sign"  # sign (a signed report never changes)
 EXPORT = "study.export"  # download or export images
 ADMIN_SITE = "admin.site"  # /admin/: users, facilities, nodes, templates
 AUDIT_VIEW = "audit.view"  # search the audit log
+ANALYSIS_REQUEST = "analysis.request"  # ask for an AI analysis from the study page
 
 PERMISSIONS = (
     STUDY_VIEW,
@@ -40,12 +41,23 @@ PERMISSIONS = (
     EXPORT,
     ADMIN_SITE,
     AUDIT_VIEW,
+    ANALYSIS_REQUEST,
 )
 
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     ADMIN: frozenset(PERMISSIONS),
     RADIOLOGIST: frozenset(
-        {STUDY_VIEW, STUDY_ASSIGN, STUDY_PRIORITY, REPORT_VIEW, REPORT_VIEW_DRAFT, REPORT_WRITE, REPORT_SIGN, EXPORT}
+        {
+            STUDY_VIEW,
+            STUDY_ASSIGN,
+            STUDY_PRIORITY,
+            REPORT_VIEW,
+            REPORT_VIEW_DRAFT,
+            REPORT_WRITE,
+            REPORT_SIGN,
+            EXPORT,
+            ANALYSIS_REQUEST,
+        }
     ),
     # Technologists run the scanners: they see and send studies and set priority, never write or sign reports.
     TECHNOLOGIST: frozenset({STUDY_VIEW, STUDY_STORE, STUDY_PRIORITY, REPORT_VIEW, REPORT_VIEW_DRAFT}),

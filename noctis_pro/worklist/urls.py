@@ -7,6 +7,7 @@ app_name = "worklist"
 urlpatterns = [
     path("", views.index, name="index"),
     path("studies/<str:study_uid>/", views.study, name="study"),
+    path("studies/<str:study_uid>/analyses", views.analyse, name="analyse"),
     path("worklist/rows/<str:study_uid>/", views.row, name="row"),
     path("worklist/studies/<str:study_uid>/assign", views.assign, name="assign"),
     path("worklist/studies/<str:study_uid>/priority", views.priority, name="priority"),

@@ -6,11 +6,13 @@ from django.conf import settings
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
 from noctis_pro.accounts.roles import role_required, user_can
-from noctis_pro.ai.selectors import analyses_for_study
+from noctis_pro.ai.selectors import ai_status_for_studies, analyses_for_study
+from noctis_pro.ai.services import AnalysisRequestError, analysis_request, analyzer_choices
 from noctis_pro.contracts import roles
 from noctis_pro.contracts.uids import uid_is_valid
 from noctis_pro.core.audit import audit_record
@@ -75,6 +77,7 @@ def index(request: HttpRequest) -> HttpResponse:
             "shown": len(page.object_list),
         },
     )
+    _with_ai_status(list(page.object_list))
     query = request.GET.copy()
     query.pop("page", None)
     counts = worklist_status_counts(user=request.user, filters=filters)
@@ -107,7 +110,15 @@ def index(request: HttpRequest) -> HttpResponse:
     return render(request, "worklist/index.html", context)
 
 
+def _with_ai_status(studies: list[Study]) -> None:
+    """Attach each study's AI badge (`study.ai`, None when it has no analyses): one query for the whole page."""
+    found = ai_status_for_studies(study_ids=[s.pk for s in studies])
+    for s in studies:
+        s.ai = found.get(s.pk)  # type: ignore[attr-defined]
+
+
 def _row_context(request: HttpRequest, study: Study) -> dict[str, object]:
+    _with_ai_status([study])
     return {
         "study": study,
         "priorities": StudyPriority.choices,
@@ -206,5 +217,34 @@ def study(request: HttpRequest, study_uid: str) -> HttpResponse:
         "report": report,
         "report_visible": report_visible_to(report, request.user),
         "can_report": user_can_report(request.user),
+        "can_request_analysis": user_can(request.user, roles.ANALYSIS_REQUEST),
+        "analyzer_choices": analyzer_choices(),
     }
     return render(request, "worklist/study.html", context)
+
+
+@role_required(roles.ANALYSIS_REQUEST)
+@require_POST
+def analyse(request: HttpRequest, study_uid: str) -> HttpResponse:
+    """Queue an analyzer for the study (or one of its series) from the study page; audited like the API's POST."""
+    study = study_for_worklist_row(user=request.user, study_uid=study_uid) if uid_is_valid(study_uid) else None
+    if study is None:
+        raise Http404("no such study")
+    analyzer = request.POST.get("analyzer", "").strip()
+    series_uid = request.POST.get("series_uid", "").strip() or None
+    if series_uid is not None and not uid_is_valid(series_uid):
+        return HttpResponse("series_uid is not a valid DICOM UID", status=400, content_type="text/plain")
+    try:
+        queued = analysis_request(
+            study=study, analyzer=analyzer, series_uid=series_uid, requested_by=f"ui:{request.user.get_username()}"
+        )
+    except AnalysisRequestError as exc:
+        return HttpResponse(str(exc), status=400, content_type="text/plain")
+    audit_record(
+        request_or_user=request,
+        action="study.analysis.request",
+        object_type="study",
+        object_id=study_uid,
+        detail={"analyzer": analyzer, "series_uid": series_uid, "queued": queued},
+    )
+    return redirect(f"{reverse('worklist:study', args=[study_uid])}#analyses")

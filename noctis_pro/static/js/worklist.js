@@ -1,5 +1,5 @@
 // Live worklist: listen on the same-origin WebSocket /ws/ (FastAPI relays Redis events; the session cookie
-// authenticates it) and, on "study.updated" or "report.signed", fetch that study's row as HTML from Django (with
+// authenticates it) and, on "study.updated", "report.signed" or "analysis.completed" (the AI badge), fetch that study's row as HTML from Django (with
 // the page's filters: 204 means "not in this view any more") and swap it in.
 // Event data is never turned into markup here: the row comes from a Django template, which escapes DICOM text.
 (function () {
@@ -11,7 +11,7 @@
   var rowUrl = table.getAttribute("data-row-url");
   var liveInsert = table.getAttribute("data-live-insert") === "true";
   var filterQuery = table.getAttribute("data-filter-query") || "";
-  var LIVE_TYPES = { "study.updated": true, "report.signed": true };
+  var LIVE_TYPES = { "study.updated": true, "report.signed": true, "analysis.completed": true };
   var delay = 1000;
 
   function setStatus(on) {
