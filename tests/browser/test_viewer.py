@@ -247,6 +247,16 @@ def test_viewer_scrolls_with_the_wheel_and_the_arrow_keys(viewer_page: Page) -> 
     page.keyboard.press("ArrowDown")
     page.wait_for_function(f"window.noctisViewer.state().sliceIndex === {after_wheel + 2}")
     expect(page.locator(".cell.active .overlay.bl")).to_contain_text(f"Im {after_wheel + 3}/{CT_SLICES}")
+    page.keyboard.press("Home")
+    page.wait_for_function("window.noctisViewer.state().sliceIndex === 0")
+    page.keyboard.press("s")  # the Scroll tool: dragging down steps through the stack
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + 100)
+    page.mouse.down()
+    for step in range(1, 21):
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + 100 + step * 20)
+    page.mouse.up()
+    page.wait_for_function("window.noctisViewer.state().sliceIndex > 0")
+    page.keyboard.press("w")
     page.keyboard.press("End")
     page.wait_for_function(f"window.noctisViewer.state().sliceIndex === {CT_SLICES - 1}")
 
@@ -295,7 +305,7 @@ def test_viewer_length_measurement_is_in_millimetres(viewer_page: Page) -> None:
     page.click("button[data-tool=wl]")
 
 
-def test_viewer_rectangle_roi_gives_area_mean_and_sd(viewer_page: Page) -> None:
+def test_viewer_rectangle_and_ellipse_rois_give_area_mean_and_sd(viewer_page: Page) -> None:
     page = viewer_page
     page.keyboard.press("r")
     page.wait_for_timeout(200)
@@ -321,6 +331,22 @@ def test_viewer_rectangle_roi_gives_area_mean_and_sd(viewer_page: Page) -> None:
     assert 70 < roi["mean"] < 105, roi  # the stripes' mean, 86.5 HU over whole periods
     assert 18 < roi["stdDev"] < 35, roi  # their SD, 27.7 HU
     expect(page.locator("ol.measurements")).to_contain_text("HU")
+
+    page.keyboard.press("e")  # the elliptical ROI is drawn from its centre to a corner of its bounding box
+    start, end = (cx - 50, cy - 80), (cx + 50, cy)
+    page.mouse.move(*start)
+    page.mouse.down()
+    for step in range(1, 11):
+        page.mouse.move(start[0] + (end[0] - start[0]) * step / 10, start[1] + (end[1] - start[1]) * step / 10)
+    page.mouse.up()
+    page.wait_for_function(
+        "noctisViewer.lastMeasurement?.tool === 'Ellipse' && noctisViewer.lastMeasurement.completed"
+        " && Number.isFinite(noctisViewer.lastMeasurement.mean)"
+    )
+    ellipse = page.evaluate("window.noctisViewer.lastMeasurement")
+    assert ellipse["areaUnit"] == "mm²"
+    assert ellipse["area"] == pytest.approx(math.pi * 100 * 80 * mm_per_px**2, rel=0.08), ellipse  # semi-axes 100, 80
+    assert ellipse["stdDev"] > 0, ellipse
     _screenshot(page, "roi")
     page.keyboard.press("w")
 
