@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -135,8 +136,18 @@ def test_stow_is_for_roles_that_store(world: World, api_server: str) -> None:
         assert (status != 403) == allowed, (name, status)
 
 
-async def _events_seen(server: str, token: str, uids: list[str]) -> set[str]:
-    """Publish study.updated for each uid and return those the socket of `token`'s user receives."""
+def _study_updated(uid: str) -> events.Event:
+    return events.StudyUpdated(study_instance_uid=uid, number_of_series=1, number_of_instances=1)
+
+
+def _analysis_completed(uid: str) -> events.Event:
+    return events.AnalysisCompleted(analysis_id=1, study_instance_uid=uid, analyzer="study_inventory", status="done")
+
+
+async def _events_seen(
+    server: str, token: str, uids: list[str], make: Callable[[str], events.Event] = _study_updated
+) -> set[str]:
+    """Publish an event (study.updated unless told) for each uid; the uids the socket of `token`'s user receives."""
     seen: set[str] = set()
     ws_url = server.replace("http://", "ws://") + "/ws/"
     async with connect(ws_url, additional_headers={"Authorization": f"Bearer {token}"}) as ws:
@@ -145,8 +156,7 @@ async def _events_seen(server: str, token: str, uids: list[str]) -> set[str]:
         client = redis.from_url(REDIS_URL)
         try:
             for uid in uids:
-                event = events.StudyUpdated(study_instance_uid=uid, number_of_series=1, number_of_instances=1)
-                await client.publish(events.CHANNEL, event.to_json())
+                await client.publish(events.CHANNEL, make(uid).to_json())
             await client.publish(events.CHANNEL, events.TaskEcho(token="end-" + token[:8]).to_json())
         finally:
             await client.aclose()
@@ -155,7 +165,7 @@ async def _events_seen(server: str, token: str, uids: list[str]) -> set[str]:
                 message = json.loads(await ws.recv())
                 if message.get("type") == "task.echo" and message["token"] == "end-" + token[:8]:
                     return seen
-                if message.get("type") == "study.updated" and message["study_instance_uid"] in uids:
+                if message.get("type") == make(uids[0]).type and message["study_instance_uid"] in uids:
                     seen.add(message["study_instance_uid"])
 
 
@@ -163,6 +173,14 @@ async def _events_seen(server: str, token: str, uids: list[str]) -> set[str]:
 def test_ws_relays_study_events_only_for_visible_studies(world: World, api_server: str, name: str) -> None:
     uids = [world.studies[k] for k in sorted(ALL)]
     seen = asyncio.run(_events_seen(api_server, world.tokens[name], uids))
+    assert seen == {world.studies[k] for k in VISIBLE[name] or ()}
+
+
+@pytest.mark.parametrize("name", ["radiologist_a", "admin"])
+def test_ws_relays_analysis_completed_only_for_visible_studies(world: World, api_server: str, name: str) -> None:
+    """The worklist's AI badge follows analysis.completed: it is filtered by facility like study.updated."""
+    uids = [world.studies[k] for k in sorted(ALL)]
+    seen = asyncio.run(_events_seen(api_server, world.tokens[name], uids, _analysis_completed))
     assert seen == {world.studies[k] for k in VISIBLE[name] or ()}
 
 
