@@ -225,6 +225,8 @@ pub struct QrSession {
     pub peer_max_pdu: u32,
     /// Storage SOP classes for which the requestor took the SCP role (C-GET may send them).
     pub scp_role_classes: HashSet<String>,
+    /// The calling AE's node flags, read once per association and service kind (query, retrieve).
+    refusals: [tokio::sync::OnceCell<Option<String>>; 2],
     collecting: Option<Request>,
     ready: Option<Request>,
 }
@@ -253,6 +255,7 @@ impl QrSession {
         QrSession {
             peer_max_pdu,
             scp_role_classes,
+            refusals: Default::default(),
             collecting: None,
             ready: None,
         }
@@ -541,7 +544,12 @@ where
     if let Some((status, comment)) = refusal {
         return requestor.fail(status, &comment).await;
     }
-    match qr.calling_refusal(calling_ae, service).await {
+    let cell = &session.refusals[usize::from(service != Service::Find)];
+    match cell
+        .get_or_try_init(|| qr.calling_refusal(calling_ae, service))
+        .await
+        .cloned()
+    {
         Ok(None) => {}
         Ok(Some(why)) => return requestor.fail(status::NOT_AUTHORIZED, &why).await,
         Err(e) => {
@@ -700,6 +708,75 @@ mod tests {
             session.scp_role_classes,
             HashSet::from(["1.2.840.10008.5.1.4.1.1.2".to_string()])
         );
+    }
+
+    #[test]
+    fn qr_contexts_are_accepted_in_little_endian_only_and_roles_answered() {
+        use crate::association::{negotiate, Negotiation, Policy};
+        use dicom_ul::pdu::PresentationContextResultReason as Reason;
+        let rq = AssociationRQ {
+            protocol_version: 1,
+            calling_ae_title: "GETSCU".into(),
+            called_ae_title: "NOCTIS".into(),
+            application_context_name: crate::association::APPLICATION_CONTEXT_NAME.into(),
+            presentation_contexts: vec![
+                PresentationContextProposed {
+                    id: 1,
+                    abstract_syntax: STUDY_ROOT_FIND.into(),
+                    transfer_syntaxes: vec!["1.2.840.10008.1.2.4.50".into(), "1.2.840.10008.1.2".into()],
+                },
+                PresentationContextProposed {
+                    id: 3,
+                    abstract_syntax: PATIENT_ROOT_GET.into(),
+                    transfer_syntaxes: vec!["1.2.840.10008.1.2.4.50".into()],
+                },
+                PresentationContextProposed {
+                    id: 5,
+                    abstract_syntax: "1.2.840.10008.5.1.4.1.1.2".into(),
+                    transfer_syntaxes: vec!["1.2.840.10008.1.2.4.50".into()],
+                },
+            ],
+            user_variables: vec![UserVariableItem::ScuScpRoleSelectionSubItem(
+                "1.2.840.10008.5.1.4.1.1.2".into(),
+                RequestorRoles {
+                    scu: false,
+                    scp: true,
+                },
+            )],
+        };
+        let policy = Policy {
+            ae_title: "NOCTIS".into(),
+            allowed_calling: vec![],
+            max_pdu_length: 65536,
+        };
+        let Negotiation::Accept(ac, accepted) = negotiate(&rq, &policy) else {
+            panic!("rejected")
+        };
+        let reasons: Vec<_> = ac
+            .presentation_contexts
+            .iter()
+            .map(|p| p.reason.clone())
+            .collect();
+        assert_eq!(
+            reasons,
+            vec![
+                Reason::Acceptance,
+                Reason::TransferSyntaxesNotSupported,
+                Reason::Acceptance
+            ]
+        );
+        assert_eq!(accepted[0].transfer_syntax, "1.2.840.10008.1.2");
+        // Storage keeps the stored syntax (JPEG here) for C-GET to send as is.
+        assert_eq!(accepted[1].transfer_syntax, "1.2.840.10008.1.2.4.50");
+        assert!(ac
+            .user_variables
+            .contains(&UserVariableItem::ScuScpRoleSelectionSubItem(
+                "1.2.840.10008.5.1.4.1.1.2".into(),
+                RequestorRoles {
+                    scu: false,
+                    scp: true
+                }
+            )));
     }
 
     #[test]
