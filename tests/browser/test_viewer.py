@@ -21,7 +21,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 from pydicom.uid import JPEG2000Lossless, RLELossless, generate_uid
 
-from tests.browser.test_worklist import XSS_NAME, browser, login  # noqa: F401  (browser is a fixture)
+from tests.browser.test_worklist import CHROMIUM, XSS_NAME, browser, login  # noqa: F401  (browser is a fixture)
 from tests.conftest import make_dataset, write_dataset
 from tests.stack import Stack
 
@@ -443,3 +443,28 @@ def test_viewer_needs_a_login_and_a_known_study(stack: Stack, browser: Browser, 
     assert anonymous.status == 302
     assert "/login" in anonymous.headers["location"]
     context.close()
+
+
+GPU_ARGS = ["--no-sandbox", "--disable-background-networking", "--enable-unsafe-swiftshader", "--use-angle=swiftshader"]
+
+
+def test_viewer_draws_on_the_gpu_path_too(stack: Stack, browser: Browser, viewer_study: ViewerStudy) -> None:  # noqa: F811
+    """A reading-room browser has a GPU: Cornerstone's WebGL path (here on SwiftShader) draws the same study."""
+    gpu_browser = browser.browser_type.launch(executable_path=CHROMIUM, args=GPU_ARGS)
+    try:
+        page = gpu_browser.new_page(viewport={"width": 1024, "height": 700})
+        login(page, stack)
+        page.goto(f"{stack.base_url}/studies/{viewer_study.study_uid}/view?rendering=gpu")
+        page.wait_for_function("window.noctisViewer && (noctisViewer.ready || noctisViewer.error)", timeout=30_000)
+        assert page.evaluate("window.noctisViewer.error") is None
+        assert page.evaluate("window.noctisViewer.rendering") == "gpu"
+        page.wait_for_timeout(200)
+        before = page.evaluate(CANVAS_STATS)
+        assert before["lit"] > 0.2, before
+        page.keyboard.press("2")  # lung
+        page.wait_for_function("Math.round(window.noctisViewer.state().windowWidth) === 1500")
+        page.wait_for_timeout(200)
+        assert page.evaluate(CANVAS_STATS)["hash"] != before["hash"]
+        _screenshot(page, "gpu")
+    finally:
+        gpu_browser.close()

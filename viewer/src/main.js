@@ -789,8 +789,11 @@ async function start() {
   const seriesPromise = dicomweb.seriesList(config.series);
   coreInit();
   // A software rasteriser (no GPU, e.g. a headless browser or a VM) draws stacks faster on the CPU path.
+  // ?rendering=gpu|cpu overrides the choice (diagnostics, and to test both paths).
   const capabilities = getRenderingCapabilities?.();
-  if (capabilities?.softwareRasterizer) setUseCPURendering(true);
+  const forced = new URLSearchParams(window.location.search).get('rendering');
+  if (forced === 'cpu' || forced === 'gpu') setUseCPURendering(forced === 'cpu');
+  else if (capabilities?.softwareRasterizer) setUseCPURendering(true);
   hook.rendering = getShouldUseCPURendering() ? 'cpu' : 'gpu';
   toolsInit();
   loaderInit({
