@@ -49,8 +49,9 @@ def _inventory(r: Mapping[str, Any]) -> str:
 
 def _completeness(r: Mapping[str, Any]) -> str:
     problems = []
-    if r.get("missing_instance_numbers"):
-        problems.append(f"gap at {_ranges(r['missing_instance_numbers'])}")
+    missing = r.get("missing_instance_numbers")
+    if isinstance(missing, list) and (ranges := _ranges(missing)):
+        problems.append(f"gap at {ranges}")
     if r.get("missing_slices"):
         problems.append(f"{r['missing_slices']} slice(s) missing")
     if r.get("duplicate_instance_numbers") or r.get("duplicate_positions"):

@@ -13,6 +13,9 @@
   var filterQuery = table.getAttribute("data-filter-query") || "";
   var LIVE_TYPES = { "study.updated": true, "report.signed": true, "analysis.completed": true };
   var delay = 1000;
+  // A study analysed per series sends a burst of analysis.completed: one row fetch per study per burst.
+  var COALESCE_MS = 200;
+  var scheduled = Object.create(null);
 
   function setStatus(on) {
     if (!status) { return; }
@@ -72,6 +75,11 @@
     }).catch(function (err) { console.warn("worklist: could not refresh", uid, err); });
   }
 
+  function scheduleRefresh(uid) {
+    if (scheduled[uid]) { return; }
+    scheduled[uid] = window.setTimeout(function () { delete scheduled[uid]; refreshRow(uid); }, COALESCE_MS);
+  }
+
   function connect() {
     var scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
     var socket = new WebSocket(scheme + window.location.host + "/ws/");
@@ -80,7 +88,7 @@
       var event;
       try { event = JSON.parse(message.data); } catch (e) { return; }
       if (event && LIVE_TYPES[event.type] === true && typeof event.study_instance_uid === "string") {
-        refreshRow(event.study_instance_uid);
+        scheduleRefresh(event.study_instance_uid);
       }
     };
     socket.onclose = function () {
