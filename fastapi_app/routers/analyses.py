@@ -6,7 +6,7 @@ POST /studies/{study_uid}/analyses   {"analyzer": name, "series_uid": optional} 
 A series-scoped analyzer (contracts.analyses) asked for a whole study is queued once per image series. An analysis
 that already waits is not queued twice. `process_ai_analyses` runs them; `analysis.completed` on /ws says when.
 Both routes need the study.view permission and the study in the user's facilities (one outside is 404, as on the
-study routes); both write an audit row.
+study routes); asking also needs analysis.request (radiologists, admins); both write an audit row.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
 from fastapi_app import schemas, sql
-from fastapi_app.deps import CurrentUser, PoolDep, remote_addr
+from fastapi_app.deps import CurrentUser, PoolDep, permission_required, remote_addr
 from fastapi_app.errors import ForbiddenError, InvalidRequestError, UnknownSeriesError, UnknownStudyError
 from noctis_pro.contracts import access, roles
 from noctis_pro.contracts import analyses as contract
@@ -111,7 +111,12 @@ async def analyses_list(study_uid: str, pool: PoolDep, user: CurrentUser, reques
     return [_analysis(r) for r in rows]
 
 
-@router.post("/studies/{study_uid}/analyses", response_model=AnalysesQueued, status_code=202)
+@router.post(
+    "/studies/{study_uid}/analyses",
+    response_model=AnalysesQueued,
+    status_code=202,
+    dependencies=[permission_required(roles.ANALYSIS_REQUEST)],  # as the study page's Analyse button
+)
 async def analyses_request(
     study_uid: str, body: AnalysisRequest, pool: PoolDep, user: CurrentUser, request: Request
 ) -> AnalysesQueued:

@@ -72,6 +72,27 @@ async def test_post_queues_one_per_image_series_once_and_get_lists_them(
     assert await orm(audited) == ["study.analysis.request"] * 3 + ["study.analyses.view"]
 
 
+async def test_a_referrer_reads_results_but_may_not_ask_for_an_analysis(
+    api: httpx.AsyncClient, study_make: StudyMaker
+) -> None:
+    study = await study_make()
+
+    def referrer_token() -> str:
+        from django.contrib.auth.models import Group, User
+
+        from noctis_pro.accounts.services import api_token_create
+
+        user = User.objects.create_user("ref.smith", password="x-Unused-1")
+        user.groups.add(Group.objects.get_or_create(name="referrer")[0])
+        return api_token_create(user=user)
+
+    headers = {"Authorization": f"Bearer {await orm(referrer_token)}"}
+    assert (await api.get(path(study.study_instance_uid), headers=headers)).status_code == 200
+    refused = await api.post(path(study.study_instance_uid), json={"analyzer": "image_quality"}, headers=headers)
+    assert refused.status_code == 403
+    assert "analysis.request" in refused.json()["detail"]
+
+
 @pytest.mark.parametrize(
     ("body", "status", "message"),
     [
