@@ -9,7 +9,7 @@ SCP := dicom_scp_server
 export TCP_NODELAY := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint lint-python lint-rust migrations-check fmt bench bench-ai bench-dicomweb bench-qr bench-viewer install install-test clean
+.PHONY: help run test lint lint-python lint-rust migrations-check fmt bench bench-ai bench-dicomweb bench-qr bench-viewer profile-api install install-test clean
 
 help:  ## list the targets
 	@awk -F ':.*## ' '/^[a-z-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -38,6 +38,9 @@ bench-qr: install-test  ## C-FIND latency and C-MOVE instances/s vs Orthanc, C-F
 
 bench-dicomweb: install-test  ## DICOMweb latency at 1M instances and vs Orthanc (BENCH_INSTANCES, BENCH_REQUESTS; ARGS=--quick)
 	$(PY) -m ops.bench_dicomweb $(ARGS)
+
+profile-api: install-test  ## FastAPI CPU ms per request per query kind (PROFILE_*; ARGS=--profile for a cProfile top list)
+	$(PY) -m ops.profile_api $(ARGS)
 
 lint: lint-python lint-rust migrations-check  ## what CI and pre-commit enforce
 

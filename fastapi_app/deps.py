@@ -15,21 +15,28 @@ from starlette.requests import HTTPConnection
 
 from fastapi_app import auth, sql
 from fastapi_app.errors import ForbiddenError, NotAuthenticatedError, UnknownSeriesError, UnknownStudyError
-from fastapi_app.settings import Settings, get_settings
+from fastapi_app.settings import Settings
 from noctis_pro.contracts import access, roles
 
 
-def _pool(conn: HTTPConnection) -> asyncpg.Pool:
+# async, though they do not await: FastAPI runs a plain `def` dependency in a worker thread, which costs more
+# than the request's own work. Settings come from app.state (create_app) rather than dependency_overrides: with
+# any override set, FastAPI re-analyses every dependency's signature on every request.
+async def _pool(conn: HTTPConnection) -> asyncpg.Pool:
     return conn.app.state.pool
 
 
-def _redis(conn: HTTPConnection) -> redis.Redis:
+async def _redis(conn: HTTPConnection) -> redis.Redis:
     return conn.app.state.redis
+
+
+async def _settings(conn: HTTPConnection) -> Settings:
+    return conn.app.state.settings
 
 
 PoolDep = Annotated[asyncpg.Pool, Depends(_pool)]
 RedisDep = Annotated[redis.Redis, Depends(_redis)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+SettingsDep = Annotated[Settings, Depends(_settings)]
 
 
 async def _current_user(conn: HTTPConnection, pool: PoolDep, settings: SettingsDep) -> auth.User:

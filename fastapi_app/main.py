@@ -24,6 +24,12 @@ logger = logging.getLogger(__name__)
 API_PREFIX = "/api/v1"
 
 
+async def _connection_keep(connection: asyncpg.Connection) -> None:
+    """The pool's reset on release. asyncpg's default sends `RESET ALL; UNLISTEN *; CLOSE ALL; advisory unlock`,
+    a second round trip for every query; sql.py leaves no session state behind (no SET, LISTEN or advisory locks),
+    and asyncpg still rolls back a transaction left open before calling this."""
+
+
 async def _pool_open(settings: Settings) -> asyncpg.Pool:
     # Optional filters in sql.py are `($n IS NULL OR ...)`: custom plans let PostgreSQL use the indexes.
     options = {
@@ -32,6 +38,7 @@ async def _pool_open(settings: Settings) -> asyncpg.Pool:
         "command_timeout": 30,
         "timeout": 5,  # connect timeout: a black-holed database must not stall start-up for a minute
         "server_settings": {"application_name": "noctis-fastapi", "plan_cache_mode": "force_custom_plan"},
+        "reset": _connection_keep,
     }
     try:
         return await asyncpg.create_pool(min_size=1, **options)  # type: ignore[arg-type]
@@ -73,7 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
         lifespan=_lifespan(settings),
     )
-    app.dependency_overrides[get_settings] = lambda: settings
+    app.state.settings = settings  # deps.SettingsDep
     if settings.cors_allowed_origins:
         app.add_middleware(
             CORSMiddleware,

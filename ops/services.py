@@ -132,6 +132,10 @@ def stack_plan(
                 "--proxy-headers",
                 "--forwarded-allow-ips",
                 "127.0.0.1",
+                # One process per core: a request is mostly Python CPU (uvloop and httptools come with
+                # uvicorn[standard] and are picked up by default).
+                "--workers",
+                env.get("FASTAPI_WORKERS", "2"),
             ],
             port_env="FASTAPI_PORT",
             ready=http_ok(f"http://127.0.0.1:{env['FASTAPI_PORT']}/api/v1/health"),

@@ -28,6 +28,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property, lru_cache
 from typing import Any
 
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
@@ -52,7 +53,7 @@ class Attribute:
     match: str | None  # how it is matched (see the module docstring); None: returned only
     required: bool = True  # returned without includefield
 
-    @property
+    @cached_property
     def tag(self) -> str:
         tag = tag_for_keyword(self.keyword)
         assert tag is not None
@@ -321,32 +322,51 @@ def _time_bounds(key: str, text: str) -> tuple[dt.time, dt.time]:
 # --- answers -----------------------------------------------------------------------------------------------------
 
 
-def _value(attribute: Attribute, row: Mapping[str, Any]) -> Any:
-    value = row.get(attribute.column or "")
-    if attribute.vr == "DA":
-        return da(value)
-    if attribute.vr == "TM":
-        return tm(value)
-    if attribute.keyword == "ModalitiesInStudy":
-        return [m for m in (value or "").split("\\") if m]
-    return value
+# How row_json builds a value from its column.
+_PLAIN, _DATE, _TIME, _LIST, _NAME, _URL = range(6)
+
+
+@lru_cache(maxsize=256)
+def _answer_plan(
+    levels: frozenset[str], include_all: bool, include: frozenset[str]
+) -> tuple[tuple[str, str, str, int], ...]:
+    """(tag, VR, column, how) of each attribute an answer holds, in tag order, RetrieveURL included: worked out once
+    per kind of request, so a page of results costs no look-ups, no checks per attribute and no sort per row."""
+    plan: list[tuple[str, str, str, int]] = [(RETRIEVE_URL_TAG, "UR", "", _URL)]
+    for a in ATTRIBUTES:
+        if a.level in levels and (a.required or include_all or a.keyword in include):
+            how = {"DA": _DATE, "TM": _TIME, "PN": _NAME}.get(a.vr, _PLAIN)
+            plan.append((a.tag, a.vr, a.column or "", _LIST if a.keyword == "ModalitiesInStudy" else how))
+    return tuple(sorted(plan))
 
 
 def row_json(
     row: Mapping[str, Any], *, levels: Iterable[str], request: QidoRequest, retrieve_url: str
 ) -> dict[str, Any]:
-    """One result: the required attributes of `levels`, those asked for, and RetrieveURL, ordered by tag."""
-    levels = frozenset(levels)
+    """One result: the required attributes of `levels`, those asked for, and RetrieveURL, ordered by tag.
+    Values as json_model.element() gives them: None and "" are an attribute without Value (PS3.18 F.2.5)."""
+    levels = levels if isinstance(levels, frozenset) else frozenset(levels)
     out: dict[str, Any] = {}
-    for attribute in ATTRIBUTES:
-        if attribute.level not in levels:
-            continue
-        if attribute.required or request.include_all or attribute.keyword in request.include:
-            out[attribute.tag] = element(attribute.vr, _value(attribute, row))
-    if "instance" in levels:
-        out.update(_instance_attrs(row.get("attrs"), request))
-    out[RETRIEVE_URL_TAG] = element("UR", retrieve_url)
-    return dict(sorted(out.items()))
+    for tag, vr, column, how in _answer_plan(levels, request.include_all, request.include):
+        value = retrieve_url if how == _URL else row.get(column)
+        if value is None or value == "":
+            out[tag] = {"vr": vr}
+        elif how in (_PLAIN, _URL):
+            out[tag] = {"vr": vr, "Value": [value]}
+        elif how == _DATE:
+            out[tag] = {"vr": vr, "Value": [da(value)]}
+        elif how == _TIME:
+            out[tag] = {"vr": vr, "Value": [tm(value)]}
+        elif how == _NAME:
+            out[tag] = {"vr": vr, "Value": [{"Alphabetic": str(value)}]}
+        else:  # _LIST: a backslash-joined multi-value
+            out[tag] = element(vr, [m for m in value.split("\\") if m])
+    if "instance" in levels and (request.include_all or request.include):
+        extra = _instance_attrs(row.get("attrs"), request)
+        if extra:
+            extra.update(out)  # the index's columns win over a keyword also kept in attrs
+            return dict(sorted(extra.items()))
+    return out
 
 
 def _instance_attrs(attrs: Any, request: QidoRequest) -> dict[str, Any]:

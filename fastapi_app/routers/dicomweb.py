@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
+import orjson
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
@@ -116,10 +117,12 @@ async def _search(
         rows = rows[: parsed.limit]
         headers["Warning"] = '299 noctis "There are more results: ask again with a larger offset"'
     base = _base(request, settings)
+    level_set = frozenset(levels)
     body = [
-        qido.row_json(row, levels=levels, request=parsed, retrieve_url=_retrieve_url(base, level, row)) for row in rows
+        qido.row_json(row, levels=level_set, request=parsed, retrieve_url=_retrieve_url(base, level, row))
+        for row in rows
     ]
-    return Response(json.dumps(body, separators=(",", ":")), media_type=media.DICOM_JSON, headers=headers)
+    return Response(orjson.dumps(body), media_type=media.DICOM_JSON, headers=headers)
 
 
 @router.get("/studies", responses=_JSON_RESPONSE, summary="QIDO-RS: search for studies")
