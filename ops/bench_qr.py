@@ -140,26 +140,38 @@ def associate(peer: Peer, context: str) -> Any:
 
 
 def finds_measure(peer: Peer, identifiers: list[Dataset]) -> dict[str, Any]:
-    """Each C-FIND timed from request to final response on one association; latencies and match counts."""
+    """Each C-FIND timed from request to final response on one association; latencies and match counts. A query
+    without a final status (the peer aborted or went silent) counts as a failure, with -1 matches, and the next one
+    goes on a new association."""
     assoc = associate(peer, StudyRootQueryRetrieveInformationModelFind)
-    latencies, matches, failures = [], [], 0
+    latencies, matches, failures, reassociations = [], [], 0, 0
     try:
         for identifier in identifiers:
+            if not assoc.is_established:
+                assoc = associate(peer, StudyRootQueryRetrieveInformationModelFind)
+                reassociations += 1
             start = time.perf_counter()
             statuses = [
-                status.Status for status, _ in assoc.send_c_find(identifier, StudyRootQueryRetrieveInformationModelFind)
+                status.get("Status")
+                for status, _ in assoc.send_c_find(identifier, StudyRootQueryRetrieveInformationModelFind)
             ]
-            latencies.append((time.perf_counter() - start) * 1000)
+            elapsed = (time.perf_counter() - start) * 1000
+            if statuses[-1:] != [0x0000]:
+                failures += 1
+                matches.append(-1)
+                continue
+            latencies.append(elapsed)
             matches.append(sum(1 for s in statuses if s in (0xFF00, 0xFF01)))
-            failures += statuses[-1:] != [0x0000]
     finally:
-        assoc.release()
+        if assoc.is_established:
+            assoc.release()
     return {
         "finds": len(latencies),
         "failures": failures,
+        "reassociations": reassociations,
         "p50_ms": round(percentile(latencies, 50), 2),
         "p99_ms": round(percentile(latencies, 99), 2),
-        "mean_matches": round(sum(matches) / max(1, len(matches)), 1),
+        "mean_matches": round(sum(m for m in matches if m >= 0) / max(1, len(latencies)), 1),
         "matches": matches,
     }
 
@@ -321,7 +333,8 @@ def main() -> int:
     print(f"{'C-FIND study p99 (ms)':34}{f['noctis']['p99_ms']:>12}{f['orthanc']['p99_ms']:>12}{f['ratio_p99']!s:>8}")
     print(f"{'C-MOVE to storescp (instances/s)':34}{m['noctis']['per_s']:>12}{m['orthanc']['per_s']:>12}"
           f"{m['ratio_per_s']!s:>8}")  # fmt: skip
-    print(f"same C-FIND matches on both: {f['same_matches']}")
+    print(f"same C-FIND matches on both: {f['same_matches']}; failed C-FINDs: NoctisPro {f['noctis']['failures']}, "
+          f"Orthanc {f['orthanc']['failures']}")  # fmt: skip
     print(f"at {lg['instances']} instances, NoctisPro C-FIND study p50 {lg['noctis']['p50_ms']} ms, "
           f"p99 {lg['noctis']['p99_ms']} ms ({lg['noctis']['failures']} failed)")  # fmt: skip
     print(f"report: {out}")
