@@ -458,12 +458,12 @@ fn batches(instances: &[StoredInstance]) -> Vec<Batch<'_>> {
 
 /// One C-STORE sub-operation of a C-MOVE on the destination's association.
 async fn move_one(
-    qr: &QueryRetrieve,
     association: &mut ScuAssociation,
     inst: &StoredInstance,
+    payload: Result<Payload, String>,
     originator: (&str, u16),
 ) -> Result<Outcome, crate::error::ScuError> {
-    let payload = match payload_load(&qr.storage_root, &inst.path).await {
+    let payload = match payload {
         Ok(p) => p,
         Err(e) => return Ok(Outcome::Failed(e)),
     };
@@ -567,7 +567,14 @@ where
         };
         associated = true;
         let mut broken: Option<String> = None;
-        for inst in members {
+        // The next file is read while the current one is sent: at most two are held.
+        let load = |inst: &StoredInstance| {
+            let (root, path) = (qr.storage_root.clone(), inst.path.clone());
+            tokio::spawn(async move { payload_load(&root, &path).await })
+        };
+        let mut next = members.first().map(|inst| load(inst));
+        for (i, inst) in members.iter().enumerate() {
+            let current = next.take();
             if let Some(reason) = &broken {
                 ops.record(&inst.sop_instance_uid, Outcome::Failed(reason.clone()));
                 continue;
@@ -576,7 +583,14 @@ where
                 association.release().await;
                 break 'batches;
             }
-            let outcome = match move_one(qr, &mut association, inst, originator).await {
+            next = members.get(i + 1).map(|inst| load(inst));
+            let payload = match current {
+                Some(handle) => handle
+                    .await
+                    .unwrap_or_else(|e| Err(format!("reading stopped: {e}"))),
+                None => Err("not read".to_string()),
+            };
+            let outcome = match move_one(&mut association, inst, payload, originator).await {
                 Ok(o) => o,
                 Err(e) => {
                     let reason = format!("{destination_ae}: {e}");
