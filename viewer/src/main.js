@@ -34,6 +34,7 @@ import {
 } from '@cornerstonejs/tools';
 import { init as loaderInit, wadors } from '@cornerstonejs/dicom-image-loader';
 
+import { analysesPanel } from './analyses.js';
 import { DicomWeb, TAG, dicomDate, personName, value } from './dicomweb.js';
 import { el, setLines } from './dom.js';
 import { presetsFor, voiFromWindow, windowFromVoi } from './presets.js';
@@ -104,6 +105,9 @@ const hook = {
   firstImageAt: null, // performance.now() when the first image was drawn
   lastMeasurement: null,
   measurements: [],
+  firstImageLoaded: null, // images of the shown series loaded when the first image was drawn (streaming)
+  analyses: null, // the Analyses panel's state: {loaded, error, fetches, analyses, live}
+  refreshAnalyses: () => analyses.refresh(),
   state: () => stateOf(activeCell()),
   scrollTo: (index) => scrollTo(activeCell(), index),
   setPreset: (id) => applyPreset(activeCell(), id),
@@ -122,7 +126,17 @@ const seriesPanel = el('aside', { cls: 'series-panel', attrs: { 'aria-label': 'S
 const toolbar = el('div', { cls: 'toolbar', attrs: { role: 'toolbar' } });
 const grid = el('div', { cls: 'grid' });
 const measurementList = el('ol', { cls: 'measurements' });
+// Asked for once the first image is drawn (or the viewer fails): not on the critical path to the first image.
+const analyses = analysesPanel({
+  studyUid: config.studyUid,
+  seriesOf: (uid) => (seriesList.length ? seriesList : config.series).find((s) => s.uid === uid),
+  onSelectSeries: (uid) => {
+    const series = seriesList.find((s) => s.uid === uid);
+    if (series) loadSeriesInto(activeCell(), series).catch((e) => showError(String(e.message ?? e)));
+  },
+});
 const side = el('aside', { cls: 'side' }, [
+  analyses.node,
   el('h3', { text: 'Measurements' }),
   measurementList,
   el('h3', { text: 'Shortcuts' }),
@@ -135,9 +149,12 @@ const side = el('aside', { cls: 'side' }, [
 const message = el('div', { cls: 'message', attrs: { role: 'status' } });
 root.replaceChildren(seriesPanel, el('section', { cls: 'main' }, [toolbar, grid, message]), side);
 
+hook.analyses = analyses.state;
+
 function showError(text) {
   hook.error = text;
   thumbnailsLoad();
+  analyses.start();
   root.dataset.state = 'error';
   message.textContent = text;
   message.hidden = false;
@@ -205,9 +222,11 @@ function cellCreate() {
     overlayUpdate(cell);
     if (!hook.ready && cell.imageIds.length && viewportOf(cell)?.getCurrentImageId()) {
       hook.firstImageAt = performance.now();
+      hook.firstImageLoaded = cell.loaded.size;
       hook.ready = true;
       root.dataset.state = 'ready';
       setTimeout(thumbnailsLoad, 0);
+      setTimeout(analyses.start, 0);
     }
   });
   return cell;
