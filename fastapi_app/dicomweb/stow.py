@@ -18,7 +18,9 @@ import asyncio
 import logging
 import os
 import tempfile
-from collections.abc import AsyncIterator, Sequence
+import threading
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,9 +40,28 @@ from noctis_pro.contracts.uids import uid_problem
 logger = logging.getLogger(__name__)
 
 # Send a file's data set bytes as stored, in chunks, never decoded and re-encoded: the SCP stores what it receives,
-# so the archived instance is byte for byte what the client uploaded. (Process-wide pynetdicom option; the
-# forwarding task proposes exact syntaxes too, so it is right for every C-STORE this process makes.)
-_config.STORE_SEND_CHUNKED_DATASET = True
+# so the archived instance is byte for byte what the client uploaded. pynetdicom's option is process-wide, so it is
+# on only while uploads are being sent (counted: concurrent uploads share it) and other C-STORE senders in the same
+# process (tests, tools) keep pynetdicom's usual behaviour.
+_chunked_lock = threading.Lock()
+_chunked_users = 0
+
+
+@contextmanager
+def _chunked_sends() -> Iterator[None]:
+    global _chunked_users
+    with _chunked_lock:
+        if _chunked_users == 0:
+            _config.STORE_SEND_CHUNKED_DATASET = True
+        _chunked_users += 1
+    try:
+        yield
+    finally:
+        with _chunked_lock:
+            _chunked_users -= 1
+            if _chunked_users == 0:
+                _config.STORE_SEND_CHUNKED_DATASET = False
+
 
 SUCCESS = 0x0000
 PROCESSING_FAILURE = 0x0110
@@ -312,7 +333,8 @@ def _association_store(items: list[tuple[ReceivedPart, PartOutcome]], scp: ScpAd
             elif not assoc.is_established:
                 outcome.status, outcome.reason = PROCESSING_FAILURE, "the association ended before this instance"
             else:
-                _instance_store(assoc, part, outcome)
+                with _chunked_sends():
+                    _instance_store(assoc, part, outcome)
     finally:
         if assoc.is_established:
             assoc.release()
