@@ -585,7 +585,9 @@ impl Session<'_> {
                 let sop_instance = command
                     .string(dimse::AFFECTED_SOP_INSTANCE_UID)
                     .unwrap_or_default();
-                let sink = if sop_class != ctx.abstract_syntax {
+                // The context must be a storage one too: a Q/R model is an accepted context now, and a C-STORE
+                // on it must not archive a "FIND" object.
+                let sink = if sop_class != ctx.abstract_syntax || !storage_sop_class(&sop_class) {
                     let e = StoreError::SopClassNotSupported(sop_class.clone());
                     Err(Failure {
                         status: status::for_store_error(&e),

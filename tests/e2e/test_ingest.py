@@ -20,8 +20,9 @@ import pytest
 import websockets
 from PIL import Image
 from pydicom.encaps import encapsulate
-from pydicom.uid import JPEGBaseline8Bit, SecondaryCaptureImageStorage, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit, SecondaryCaptureImageStorage, generate_uid
 from pynetdicom import AE, StoragePresentationContexts
+from pynetdicom.sop_class import PatientRootQueryRetrieveInformationModelFind
 
 from tests.conftest import make_dataset, write_dataset
 from tests.stack import Stack
@@ -299,3 +300,22 @@ def test_bytes_that_are_not_a_dataset_fail_and_leave_nothing(stack: Stack, monke
     status = _store_one(stack, ds)
     monkeypatch.undo()
     assert_refused_without_trace(stack, ds, status)
+
+
+def test_a_c_store_on_a_query_retrieve_context_is_refused_and_leaves_nothing(stack: Stack) -> None:
+    """Q/R models are accepted contexts (for C-FIND/MOVE/GET); a C-STORE of such a "SOP class" is not storage."""
+    ds = make_dataset(patient_id="E2E-QR-STORE")
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = PatientRootQueryRetrieveInformationModelFind
+    ae = AE(ae_title="MODALITY2")
+    ae.add_requested_context(PatientRootQueryRetrieveInformationModelFind, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", stack.dicom_port, ae_title=stack.ae_title)
+    assert assoc.is_established
+    try:
+        status = assoc.send_c_store(ds)
+    finally:
+        assoc.release()
+    assert status.Status == 0x0122
+    assert not list(stack.storage_root.rglob(f"{ds.SOPInstanceUID}.dcm"))
+    with psycopg.connect(stack.env["DATABASE_URL"]) as conn:
+        row = conn.execute("SELECT count(*) FROM pacs_receipt WHERE sop_instance_uid = %s", (ds.SOPInstanceUID,))
+        assert row.fetchone() == (0,)
