@@ -13,7 +13,8 @@
    C-FIND latency is measured again on NoctisPro alone (Orthanc would need a million files sent to it).
 
 Figures, not pass/fail; ratios are NoctisPro / Orthanc (latency: below 1 is faster; throughput: above 1 is
-faster). `--quick` is a smoke run. The JSON report lands in var/bench-qr-<time>.json. Two cores shared with
+faster). `--quick` is a smoke run. The JSON report lands in var/bench-qr-<time>.json; the work directory under
+var/ is removed after a complete run and kept after a failure. Two cores shared with
 everything else on this machine: expect noise, compare ratios within one run.
 """
 
@@ -24,6 +25,7 @@ import datetime as dt
 import json
 import os
 import random
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -324,6 +326,7 @@ def main() -> int:
         if stack is not None:
             stack.stop()
     report["load_average_at_end"] = os.getloadavg()
+    shutil.rmtree(work, ignore_errors=True)  # the files, the stack's database with its 1M rows: ~0.5 GB
     out = var / f"bench-qr-{int(time.time())}.json"
     out.write_text(json.dumps(report, indent=2))
     f, m, lg = report["find_small"], report["move"], report["find_large"]

@@ -15,7 +15,7 @@ use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::{TransferSyntaxIndex, TransferSyntaxRegistry};
 use dicom_ul::pdu::{AssociationRQ, PDataValue, PDataValueType, RequestorRoles, UserVariableItem};
 use dicom_ul::Pdu;
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite};
+use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite};
 
 use crate::association::{storage_sop_class, NegotiatedContext, Services};
 use crate::config::Config;
@@ -449,16 +449,22 @@ impl<S: AsyncBufRead + AsyncRead + AsyncWrite + Unpin> Requestor<'_, S> {
         if self.cancelled {
             return Ok(true);
         }
-        // fill_buf keeps whatever it read in the buffer, so giving up on it at once loses nothing.
-        let waiting = match tokio::time::timeout(Duration::ZERO, self.stream.fill_buf()).await {
-            Err(_) => false,
-            Ok(Ok(buf)) => {
-                if buf.is_empty() {
-                    return Err(AssociationError::Closed);
-                }
-                true
-            }
-            Ok(Err(e)) => return Err(e.into()),
+        // One poll of the read buffer, no timer (a zero timeout still waits for the timer's next millisecond
+        // tick): whatever it reads stays in the buffer for message_next.
+        let stream = &mut *self.stream;
+        let polled = std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(match std::pin::Pin::new(&mut *stream).poll_fill_buf(cx) {
+                std::task::Poll::Ready(Ok(buf)) => Some(Ok(!buf.is_empty())),
+                std::task::Poll::Ready(Err(e)) => Some(Err(e)),
+                std::task::Poll::Pending => None,
+            })
+        })
+        .await;
+        let waiting = match polled {
+            None => false,
+            Some(Ok(true)) => true,
+            Some(Ok(false)) => return Err(AssociationError::Closed),
+            Some(Err(e)) => return Err(e.into()),
         };
         if waiting {
             let message = self.message_next().await?;
