@@ -49,6 +49,20 @@ async def _pool_open(settings: Settings) -> asyncpg.Pool:
         return await asyncpg.create_pool(min_size=0, **options)  # type: ignore[arg-type]
 
 
+_frozen: list[bool] = []
+
+
+def _startup_objects_freeze() -> None:
+    """The ~100k objects of the imports (pydicom's dictionaries, pydantic schemas...) never die; moved out of the
+    collector's sight, a full collection takes well under a millisecond instead of ~50 ms. Without this, the dicts
+    of a page of search results, promoted while alive, set one off every few dozen pages: the p99 of the searches.
+    Once per process (tests start many apps in one), after a collection so that no garbage is frozen with them."""
+    if not _frozen:
+        gc.collect()
+        gc.freeze()
+        _frozen.append(True)
+
+
 def _lifespan(settings: Settings):  # type: ignore[no-untyped-def]
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -60,11 +74,7 @@ def _lifespan(settings: Settings):  # type: ignore[no-untyped-def]
             health_check_interval=30,
             client_name=f"noctis-fastapi-{os.getpid()}",
         )
-        # The ~100k objects of the imports (pydicom's dictionaries, pydantic schemas...) never die; moved out of
-        # the collector's sight, a full collection takes well under a millisecond instead of ~50 ms. Without
-        # this, the dicts of a page of search results, promoted while alive, set one off every few dozen pages:
-        # the p99 of the searches.
-        gc.freeze()
+        _startup_objects_freeze()
         try:
             yield
         finally:
