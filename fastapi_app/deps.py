@@ -63,6 +63,28 @@ def remote_addr(conn: HTTPConnection) -> str:
     return conn.client.host[:64] if conn.client else ""
 
 
+async def user_audit(
+    pool: asyncpg.Pool,
+    conn: HTTPConnection,
+    user: auth.User,
+    action: str,
+    object_type: str,
+    object_id: str,
+    detail: dict[str, object] | None = None,
+) -> None:
+    """One audit row (core_auditevent) for what `user` did through this request: who, what, from where."""
+    await sql.audit_record(
+        pool,
+        user_id=user.id,
+        username=user.username,
+        action=action,
+        object_type=object_type,
+        object_id=object_id,
+        remote_addr=remote_addr(conn),
+        detail=detail,
+    )
+
+
 def permission_required(permission: str):  # type: ignore[no-untyped-def]
     """A dependency: 403 unless the user's roles (contracts.roles) allow `permission`."""
     assert permission in roles.PERMISSIONS, permission

@@ -20,7 +20,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
 from fastapi_app import schemas, sql
-from fastapi_app.deps import CurrentUser, PoolDep, permission_required, remote_addr
+from fastapi_app.deps import CurrentUser, PoolDep, permission_required, user_audit
 from fastapi_app.errors import ForbiddenError, InvalidRequestError, UnknownSeriesError, UnknownStudyError
 from noctis_pro.contracts import access, roles
 from noctis_pro.contracts import analyses as contract
@@ -104,10 +104,7 @@ async def analyses_list(study_uid: str, pool: PoolDep, user: CurrentUser, reques
     if await sql.analysis_study_id(pool, study_uid=study_uid) is None:
         raise UnknownStudyError(f"no study {study_uid}")
     rows = await sql.analyses_of_study(pool, study_uid=study_uid)
-    await sql.audit_record(
-        pool, user_id=user.id, username=user.username, action="study.analyses.view", object_type="study",
-        object_id=study_uid, remote_addr=remote_addr(request),
-    )  # fmt: skip
+    await user_audit(pool, request, user, action="study.analyses.view", object_type="study", object_id=study_uid)
     return [_analysis(r) for r in rows]
 
 
@@ -143,9 +140,13 @@ async def analyses_request(
     )
     if body.series_uid is not None and not rows:
         raise UnknownSeriesError(f"no image series {body.series_uid} in study {study_uid}")
-    await sql.audit_record(
-        pool, user_id=user.id, username=user.username, action="study.analysis.request", object_type="study",
-        object_id=study_uid, remote_addr=remote_addr(request),
+    await user_audit(
+        pool,
+        request,
+        user,
+        action="study.analysis.request",
+        object_type="study",
+        object_id=study_uid,
         detail={"analyzer": body.analyzer, "series_uid": body.series_uid, "queued": queued},
-    )  # fmt: skip
+    )
     return AnalysesQueued(queued=queued, analyses=[_analysis(r) for r in rows])

@@ -32,7 +32,7 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from fastapi_app import schemas, sql
-from fastapi_app.deps import CurrentUser, PoolDep, SettingsDep, remote_addr
+from fastapi_app.deps import CurrentUser, PoolDep, SettingsDep, user_audit
 from fastapi_app.dicomweb import media, metadata_cache, qido, rendered, stow, wado
 from fastapi_app.errors import InvalidRequestError
 from fastapi_app.settings import Settings
@@ -73,10 +73,6 @@ def _base(request: Request, settings: Settings) -> str:
         path = request.url.path
         return settings.noctis_public_base_url + path[: path.index(PREFIX + "/") + len(PREFIX)]
     return root
-
-
-async def _audit(pool: asyncpg.Pool, request: Request, user: CurrentUser, **what: Any) -> None:
-    await sql.audit_record(pool, user_id=user.id, username=user.username, remote_addr=remote_addr(request), **what)
 
 
 # --- QIDO-RS -----------------------------------------------------------------------------------------------------
@@ -255,7 +251,7 @@ async def study_retrieve(
 ) -> Response:
     stored = await _stored(pool, study)
     response = await _files_response(request, settings, stored)
-    await _audit(pool, request, user, action="study.retrieve", object_type="study", object_id=study)
+    await user_audit(pool, request, user, action="study.retrieve", object_type="study", object_id=study)
     return response
 
 
@@ -267,7 +263,7 @@ async def series_retrieve(
 ) -> Response:
     stored = await _stored(pool, study, series)
     response = await _files_response(request, settings, stored)
-    await _audit(
+    await user_audit(
         pool,
         request,
         user,
@@ -301,7 +297,7 @@ async def study_metadata(
     study: str, request: Request, pool: PoolDep, user: CurrentUser, settings: SettingsDep
 ) -> Response:
     response = await _metadata_cached_response(request, pool, settings, study)
-    await _audit(pool, request, user, action="study.metadata", object_type="study", object_id=study)
+    await user_audit(pool, request, user, action="study.metadata", object_type="study", object_id=study)
     return response
 
 
@@ -312,7 +308,7 @@ async def series_metadata(
     study: str, series: str, request: Request, pool: PoolDep, user: CurrentUser, settings: SettingsDep
 ) -> Response:
     response = await _metadata_cached_response(request, pool, settings, study, series)
-    await _audit(
+    await user_audit(
         pool,
         request,
         user,
@@ -592,7 +588,7 @@ async def _store(
     )
     status, body = stow.store_response(outcomes, base=_base(request, settings), study=study)
     for uid, count in sorted(Counter(o.study_instance_uid for o in outcomes if o.stored).items()):
-        await _audit(
+        await user_audit(
             pool, request, user, action="study.store", object_type="study", object_id=uid, detail={"instances": count}
         )
     failed = [o for o in outcomes if not o.stored]
@@ -604,7 +600,7 @@ async def _store(
             len(outcomes),
             "; ".join(f"{o.sop_instance_uid or '?'} 0x{o.status or 0:04X} {o.reason}" for o in failed[:20]),
         )
-        await _audit(
+        await user_audit(
             pool,
             request,
             user,

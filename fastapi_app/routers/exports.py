@@ -18,7 +18,7 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
 from fastapi_app import schemas, sql
-from fastapi_app.deps import CurrentUser, PoolDep, SettingsDep, permission_required, remote_addr
+from fastapi_app.deps import CurrentUser, PoolDep, SettingsDep, permission_required, user_audit
 from fastapi_app.errors import ApiError, InvalidRequestError
 from fastapi_app.tasks import broker_url, task_send
 from noctis_pro.contracts import roles
@@ -110,14 +110,13 @@ async def export_create(
         pool, export_id=uuid.uuid4(), user_id=user.id, study_uids=uids, ttl_hours=settings.export_ttl_hours
     )
     await task_send(broker_url(settings), BUILD_TASK, [str(row["id"])])
-    await sql.audit_record(
+    await user_audit(
         pool,
-        user_id=user.id,
-        username=user.username,
+        request,
+        user,
         action="export.create",
         object_type="export",
         object_id=str(row["id"]),
-        remote_addr=remote_addr(request),
         detail={"study_uids": uids},
     )
     return _out(row, request)
@@ -163,14 +162,13 @@ async def export_download(
     path = Path(settings.export_root) / f"{r['id']}.zip"
     if not path.is_file():
         raise ExportGoneError("export file is gone")
-    await sql.audit_record(
+    await user_audit(
         pool,
-        user_id=user.id,
-        username=user.username,
+        request,
+        user,
         action="export.download",
         object_type="export",
         object_id=str(r["id"]),
-        remote_addr=remote_addr(request),
         detail={"size_bytes": r["size_bytes"]},
     )
     return FileResponse(path, media_type="application/zip", filename=f"noctis-export-{r['id']}.zip")

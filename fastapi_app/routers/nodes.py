@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field
 
 from fastapi_app import schemas, sql
 from fastapi_app.auth import User
-from fastapi_app.deps import CurrentUser, PoolDep, SettingsDep, remote_addr
+from fastapi_app.deps import CurrentUser, PoolDep, SettingsDep, user_audit
 from fastapi_app.errors import ApiError, ForbiddenError, InvalidRequestError, UnknownStudyError
 from fastapi_app.tasks import broker_url, task_send
 from noctis_pro.contracts import nodes as rules
@@ -203,14 +203,6 @@ async def _enqueue(pool: asyncpg.Pool, url: str, transfer: sql.TransferRow) -> N
         raise BrokerUnavailableError("the task queue does not answer, retry later") from None
 
 
-async def _audit(pool: asyncpg.Pool, request: Request, user: User, action: str, object_type: str, object_id: str,
-                 detail: dict[str, object]) -> None:  # fmt: skip
-    await sql.audit_record(
-        pool, user_id=user.id, username=user.username, action=action, object_type=object_type,
-        object_id=object_id, remote_addr=remote_addr(request), detail=detail,
-    )  # fmt: skip
-
-
 # --- nodes ----------------------------------------------------------------------------------------------------
 
 
@@ -226,7 +218,7 @@ async def node_create(body: NodeIn, request: Request, pool: PoolDep, user: Admin
         node = await sql.node_insert(pool, values)
     except asyncpg.UniqueViolationError as exc:
         raise _conflict(exc) from None
-    await _audit(pool, request, user, "node.create", "node", str(node.id), body.model_dump())
+    await user_audit(pool, request, user, "node.create", "node", str(node.id), body.model_dump())
     return node
 
 
@@ -252,7 +244,7 @@ async def node_update(node_id: int, body: NodePatch, request: Request, pool: Poo
         raise _conflict(exc) from None
     if node is None:
         raise UnknownNodeError(f"no node {node_id}")
-    await _audit(pool, request, user, "node.update", "node", str(node_id), body.model_dump(exclude_none=True))
+    await user_audit(pool, request, user, "node.update", "node", str(node_id), body.model_dump(exclude_none=True))
     return node
 
 
@@ -262,7 +254,7 @@ async def node_delete(node_id: int, request: Request, pool: PoolDep, user: Admin
     node = await _node(pool, node_id)
     if not await sql.node_delete(pool, node_id=node_id):
         raise UnknownNodeError(f"no node {node_id}")
-    await _audit(pool, request, user, "node.delete", "node", str(node_id), {"name": node.name})
+    await user_audit(pool, request, user, "node.delete", "node", str(node_id), {"name": node.name})
 
 
 @router.post("/nodes/{node_id}/echo", response_model=EchoOut, responses={404: {"model": schemas.ErrorOut}})
@@ -301,7 +293,7 @@ async def node_query(
         matches = await to_thread.run_sync(run)
     except (scu.NodeUnreachableError, RuntimeError) as exc:
         raise NodeUnavailableError(str(exc)) from None
-    await _audit(pool, request, user, "node.query", "node", str(node_id),
+    await user_audit(pool, request, user, "node.query", "node", str(node_id),
                  {"level": body.level, "filters": filters, "matches": len(matches)})  # fmt: skip
     return matches
 
@@ -325,7 +317,7 @@ async def node_retrieve(
     transfer = await sql.transfer_insert(
         pool, kind=rules.KIND_RETRIEVE, node=node, study_uid=study_uid, series_uid=series_uid, user_id=user.id
     )
-    await _audit(pool, request, user, "study.retrieve", "study", study_uid,
+    await user_audit(pool, request, user, "study.retrieve", "study", study_uid,
                  {"node": node.name, "series": series_uid, "transfer": transfer.id})  # fmt: skip
     await _enqueue(pool, broker_url(settings), transfer)
     return transfer
@@ -358,7 +350,7 @@ async def study_send(
     transfer = await sql.transfer_insert(
         pool, kind=rules.KIND_SEND, node=node, study_uid=study_uid, series_uid=series_uid, user_id=user.id
     )
-    await _audit(pool, request, user, "study.send", "study", study_uid,
+    await user_audit(pool, request, user, "study.send", "study", study_uid,
                  {"node": node.name, "series": series_uid, "transfer": transfer.id})  # fmt: skip
     await _enqueue(pool, broker_url(settings), transfer)
     return transfer

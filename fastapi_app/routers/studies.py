@@ -11,7 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 
 from fastapi_app import schemas, sql
-from fastapi_app.deps import CurrentUser, PoolDep, remote_addr
+from fastapi_app.deps import CurrentUser, PoolDep, user_audit
 from fastapi_app.errors import InvalidRequestError, UnknownSeriesError, UnknownStudyError
 from fastapi_app.study_search import DEFAULT_LIMIT, MAX_LIMIT, study_query_build, total_without_count
 from noctis_pro.contracts.uids import uid_problem
@@ -68,15 +68,7 @@ async def study_detail(study_uid: str, pool: PoolDep, user: CurrentUser, request
     if found is None:
         raise UnknownStudyError(f"no study {study_uid}")
     study, series = found
-    await sql.audit_record(
-        pool,
-        user_id=user.id,
-        username=user.username,
-        action="study.view",
-        object_type="study",
-        object_id=study_uid,
-        remote_addr=remote_addr(request),
-    )
+    await user_audit(pool, request, user, action="study.view", object_type="study", object_id=study_uid)
     return schemas.StudyDetail(
         **schemas.StudyOut.model_validate(study).model_dump(),
         series=[schemas.SeriesOut.model_validate(s) for s in series],
@@ -94,14 +86,13 @@ async def series_instances(
     found = await sql.series_instances(pool, series_uid=_uid_checked("SeriesInstanceUID", series_uid))
     if found is None:
         raise UnknownSeriesError(f"no series {series_uid}")
-    await sql.audit_record(
+    await user_audit(
         pool,
-        user_id=user.id,
-        username=user.username,
+        request,
+        user,
         action="series.view",
         object_type="series",
         object_id=series_uid,
-        remote_addr=remote_addr(request),
         detail={"study_instance_uid": found.study_instance_uid},
     )
     return schemas.SeriesInstancesOut.model_validate(found)
