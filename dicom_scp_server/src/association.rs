@@ -603,6 +603,8 @@ impl Session<'_> {
                         status: status::for_store_error(&e),
                         comment: e.to_string(),
                     })
+                } else if let Some(refused) = self.store_refused().await {
+                    Err(refused)
                 } else {
                     let request = StoreRequest {
                         sop_class_uid: sop_class.clone(),
@@ -665,6 +667,25 @@ impl Session<'_> {
                 } else {
                     Ok(Some(self.pending_finish(pending).await))
                 }
+            }
+        }
+    }
+
+    /// The refusal of every C-STORE from a calling AE registered as a node with may_store off (0x0124), or
+    /// of this one when pacs_node cannot be read (0xA700: the sender may retry).
+    async fn store_refused(&self) -> Option<Failure> {
+        match self.qr.store_refusal(&self.services.qr, &self.calling_ae).await {
+            Ok(None) => None,
+            Ok(Some(why)) => Some(Failure {
+                status: status::NOT_AUTHORIZED,
+                comment: why,
+            }),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read pacs_node");
+                Some(Failure {
+                    status: status::OUT_OF_RESOURCES,
+                    comment: e.to_string(),
+                })
             }
         }
     }

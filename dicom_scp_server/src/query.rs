@@ -196,7 +196,7 @@ pub static KEYS: &[Key] = &[
         tags::NUMBER_OF_PATIENT_RELATED_STUDIES,
         VR::IS,
         Patient,
-        "(SELECT count(*) FROM pacs_study x WHERE x.patient_id = p.id)::text",
+        "(SELECT count(*) FROM pacs_study x WHERE x.patient_id = p.id AND COALESCE(x.facility_id, 0) = ANY($1::int8[]))::text",
         "",
         ReturnOnly,
     ),
@@ -205,7 +205,7 @@ pub static KEYS: &[Key] = &[
         tags::NUMBER_OF_PATIENT_RELATED_SERIES,
         VR::IS,
         Patient,
-        "(SELECT coalesce(sum(x.number_of_series), 0) FROM pacs_study x WHERE x.patient_id = p.id)::text",
+        "(SELECT coalesce(sum(x.number_of_series), 0) FROM pacs_study x WHERE x.patient_id = p.id AND COALESCE(x.facility_id, 0) = ANY($1::int8[]))::text",
         "",
         ReturnOnly,
     ),
@@ -214,7 +214,7 @@ pub static KEYS: &[Key] = &[
         tags::NUMBER_OF_PATIENT_RELATED_INSTANCES,
         VR::IS,
         Patient,
-        "(SELECT coalesce(sum(x.number_of_instances), 0) FROM pacs_study x WHERE x.patient_id = p.id)::text",
+        "(SELECT coalesce(sum(x.number_of_instances), 0) FROM pacs_study x WHERE x.patient_id = p.id AND COALESCE(x.facility_id, 0) = ANY($1::int8[]))::text",
         "",
         ReturnOnly,
     ),
@@ -612,6 +612,8 @@ pub enum Param {
     Text(String),
     Texts(Vec<String>),
     Int(i32),
+    /// Facility ids (the facility rule's bigint[]).
+    Ints(Vec<i64>),
 }
 
 impl Param {
@@ -620,6 +622,7 @@ impl Param {
             Param::Text(s) => s,
             Param::Texts(v) => v,
             Param::Int(i) => i,
+            Param::Ints(v) => v,
         }
     }
 
@@ -630,6 +633,7 @@ impl Param {
             Param::Text(_) => Type::TEXT,
             Param::Texts(_) => Type::TEXT_ARRAY,
             Param::Int(_) => Type::INT4,
+            Param::Ints(_) => Type::INT8_ARRAY,
         };
         (self.as_sql(), ty)
     }
@@ -736,6 +740,22 @@ impl Conditions {
             ReturnOnly => {}
         }
         Ok(())
+    }
+
+    /// The facility rule (noctis_pro/contracts/access.py): only studies of `facilities` (0: unassigned) are
+    /// matched; at PATIENT level, patients with such a study. Bound first, as `$1`, because the patient-level
+    /// counts of KEYS refer to it there.
+    fn facility_rule(&mut self, level: Level, facilities: &[i64]) {
+        debug_assert!(self.params.is_empty(), "the facility rule is $1");
+        let n = self.bind(Param::Ints(facilities.to_vec()));
+        self.sql.push(if level == Patient {
+            format!(
+                "EXISTS (SELECT 1 FROM pacs_study v WHERE v.patient_id = p.id \
+                 AND COALESCE(v.facility_id, 0) = ANY({n}::int8[]))"
+            )
+        } else {
+            format!("COALESCE(st.facility_id, 0) = ANY({n}::int8[])")
+        });
     }
 
     fn where_clause(&self) -> String {
@@ -932,14 +952,17 @@ pub struct FindQuery {
 /// The index's values for one match, as text (NULL → None), in `FindQuery` select order.
 pub type Row = Vec<Option<String>>;
 
-/// Build the C-FIND for `identifier` in `model`. `ae_title` answers RetrieveAETitle.
+/// Build the C-FIND for `identifier` in `model`. `ae_title` answers RetrieveAETitle; only studies of
+/// `facilities` (the calling AE's, 0 for unassigned) are matched and counted.
 pub fn find_query(
     identifier: &Identifier,
     model: Model,
     ae_title: &str,
+    facilities: &[i64],
 ) -> Result<FindQuery, IdentifierError> {
     let level = identifier.level;
     let mut conditions = Conditions::default();
+    conditions.facility_rule(level, facilities);
     let mut select: Vec<&'static str> = Vec::new();
     let mut returns = Vec::new();
     let mut unsupported_keys = false;
@@ -1162,9 +1185,11 @@ pub struct StoredInstance {
 
 /// The instances a C-MOVE / C-GET identifier selects (PS3.4 C.4.2.2.1): the unique key of its level is
 /// required (a UID list, or at PATIENT level the PatientID); unique keys of higher levels narrow when given.
+/// Only instances of studies of `facilities` are selected: others are simply not matched.
 pub fn retrieve_query(
     identifier: &Identifier,
     model: Model,
+    facilities: &[i64],
 ) -> Result<(String, Vec<Param>), IdentifierError> {
     let level = identifier.level;
     let own = unique_key(level);
@@ -1176,6 +1201,7 @@ pub fn retrieve_query(
         });
     }
     let mut conditions = Conditions::default();
+    conditions.facility_rule(Image, facilities);
     for l in [Patient, Study, Series, Image] {
         if l > level || !model.has_level(l) {
             continue;
@@ -1401,7 +1427,7 @@ mod tests {
                 (tags::PATIENT_NAME, VR::PN, "O'Brien*"),
             ],
         );
-        let q = find_query(&id, Model::StudyRoot, "NOCTIS").unwrap();
+        let q = find_query(&id, Model::StudyRoot, "NOCTIS", &[0]).unwrap();
         assert_eq!(
             q.columns,
             vec![
@@ -1416,12 +1442,13 @@ mod tests {
             .sql
             .contains(" FROM pacs_series se JOIN pacs_study st ON st.id = se.study_id JOIN pacs_patient p"));
         assert!(q.sql.contains(
-            " WHERE se.modality = $1::text AND upper(p.patient_name) ILIKE $2::text AND \
-             st.study_instance_uid = ANY($3::text[]) ORDER BY st.study_date DESC"
+            " WHERE COALESCE(st.facility_id, 0) = ANY($1::int8[]) AND se.modality = $2::text AND \
+             upper(p.patient_name) ILIKE $3::text AND st.study_instance_uid = ANY($4::text[]) \
+             ORDER BY st.study_date DESC"
         ));
         // The value with a quote is bound, never part of the SQL text.
         assert!(!q.sql.contains("O'B"));
-        assert_eq!(q.params[1], Param::Text("O'BRIEN%".into()));
+        assert_eq!(q.params[2], Param::Text("O'BRIEN%".into()));
         // A lower-level key (SOPInstanceUID at SERIES) is returned empty and not matched.
         assert!(!q.sql.contains("sop_instance_uid"));
         assert!(!q.unsupported_keys);
@@ -1463,9 +1490,9 @@ mod tests {
             PrimitiveValue::Empty,
         ));
         let id = Identifier::from_object(&obj, Model::PatientRoot).unwrap();
-        let q = find_query(&id, Model::PatientRoot, "NOCTIS").unwrap();
+        let q = find_query(&id, Model::PatientRoot, "NOCTIS", &[0]).unwrap();
         assert!(q.unsupported_keys);
-        assert_eq!(q.params, vec![Param::Text("PID-1".into())]);
+        assert_eq!(q.params, vec![Param::Ints(vec![0]), Param::Text("PID-1".into())]);
         let r = q.response(&row(
             &q,
             &[
@@ -1496,7 +1523,7 @@ mod tests {
                 (tags::SLICE_THICKNESS, VR::DS, ""),
             ],
         );
-        let q = find_query(&id, Model::StudyRoot, "NOCTIS").unwrap();
+        let q = find_query(&id, Model::StudyRoot, "NOCTIS", &[0]).unwrap();
         assert!(q.columns.contains(&"i.attrs::text"));
         let r = q.response(&row(
             &q,
@@ -1523,7 +1550,7 @@ mod tests {
     #[test]
     fn retrieve_needs_the_unique_key_of_its_level() {
         let id = identifier("SERIES", &[(tags::STUDY_INSTANCE_UID, VR::UI, "1.2.3")]);
-        let e = retrieve_query(&id, Model::StudyRoot).unwrap_err();
+        let e = retrieve_query(&id, Model::StudyRoot, &[0]).unwrap_err();
         assert_eq!(e.to_string(), "SERIES level needs SeriesInstanceUID");
         assert_eq!(e.status(), 0xA900);
         let id = identifier(
@@ -1533,10 +1560,51 @@ mod tests {
                 (tags::SERIES_INSTANCE_UID, VR::UI, "1.2.3.1\\1.2.3.2"),
             ],
         );
-        let (sql, params) = retrieve_query(&id, Model::StudyRoot).unwrap();
+        let (sql, params) = retrieve_query(&id, Model::StudyRoot, &[0]).unwrap();
         assert!(sql.contains(
-            "WHERE st.study_instance_uid = ANY($1::text[]) AND se.series_instance_uid = ANY($2::text[])"
+            "WHERE COALESCE(st.facility_id, 0) = ANY($1::int8[]) AND st.study_instance_uid = ANY($2::text[]) \
+             AND se.series_instance_uid = ANY($3::text[])"
         ));
-        assert_eq!(params[1], Param::Texts(vec!["1.2.3.1".into(), "1.2.3.2".into()]));
+        assert_eq!(params[2], Param::Texts(vec!["1.2.3.1".into(), "1.2.3.2".into()]));
+    }
+
+    #[test]
+    fn every_level_and_retrieve_match_only_studies_of_the_callers_facilities() {
+        for level in ["STUDY", "SERIES", "IMAGE"] {
+            let q = find_query(&identifier(level, &[]), Model::StudyRoot, "NOCTIS", &[3, 7]).unwrap();
+            assert!(
+                q.sql
+                    .contains(" WHERE COALESCE(st.facility_id, 0) = ANY($1::int8[]) ORDER BY"),
+                "{level}: {}",
+                q.sql
+            );
+            assert_eq!(q.params, vec![Param::Ints(vec![3, 7])], "{level}");
+        }
+        // PATIENT level: patients with a visible study; their counts count only visible studies.
+        let mut obj = InMemDicomObject::new_empty();
+        obj.put(DataElement::new(
+            tags::QUERY_RETRIEVE_LEVEL,
+            VR::CS,
+            PrimitiveValue::from("PATIENT"),
+        ));
+        obj.put(DataElement::new(
+            tags::NUMBER_OF_PATIENT_RELATED_STUDIES,
+            VR::IS,
+            PrimitiveValue::Empty,
+        ));
+        let id = Identifier::from_object(&obj, Model::PatientRoot).unwrap();
+        let q = find_query(&id, Model::PatientRoot, "NOCTIS", &[0]).unwrap();
+        assert!(q.sql.contains(
+            " WHERE EXISTS (SELECT 1 FROM pacs_study v WHERE v.patient_id = p.id \
+             AND COALESCE(v.facility_id, 0) = ANY($1::int8[])) ORDER BY"
+        ));
+        assert!(q.columns[0].contains("x.patient_id = p.id AND COALESCE(x.facility_id, 0) = ANY($1::int8[])"));
+        assert_eq!(q.params, vec![Param::Ints(vec![0])]);
+        let id = identifier("STUDY", &[(tags::STUDY_INSTANCE_UID, VR::UI, "1.2.3")]);
+        let (sql, params) = retrieve_query(&id, Model::StudyRoot, &[5]).unwrap();
+        assert!(sql.contains(
+            "WHERE COALESCE(st.facility_id, 0) = ANY($1::int8[]) AND st.study_instance_uid = ANY($2::text[])"
+        ));
+        assert_eq!(params[0], Param::Ints(vec![5]));
     }
 }

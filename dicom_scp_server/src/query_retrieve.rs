@@ -164,42 +164,64 @@ impl QueryRetrieve {
     }
 }
 
+/// The facilities that claim an AE title (facilities_facilityae; Django stores it stripped).
+const FACILITIES_BY_AE: &str =
+    "SELECT facility_id::text FROM facilities_facilityae WHERE ae_title = $1::text ORDER BY facility_id";
+
+/// The facility ids a calling AE may see, from FACILITIES_BY_AE's rows: the facilities that claim it, or
+/// [0] (unassigned studies only) when none does, as for a user in no facility (noctis_pro/contracts/access.py).
+/// A single-site install maps no AE, so every study is unassigned and every node sees all of them.
+pub fn visible_facilities_of(rows: &[Row]) -> Vec<i64> {
+    let ids: Vec<i64> = rows
+        .iter()
+        .filter_map(|r| r.first().cloned().flatten())
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    if ids.is_empty() {
+        vec![0]
+    } else {
+        ids
+    }
+}
+
 const NODE_BY_AE: &str = "SELECT to_jsonb(n)::text FROM pacs_node n WHERE trim(n.ae_title) = $1::text";
 
 /// Why a calling AE registered as a node may not use `service` (its `may_query` / `may_retrieve` is off),
 /// from pacs_node rows as JSON. AE titles that are no node are not refused here (the optional allow-list
 /// of association.rs decides about them).
 pub fn calling_refusal_of(rows: &[String], calling_ae: &str, service: Service) -> Option<String> {
-    let flag = match service {
-        Service::Find => "may_query",
-        Service::Move | Service::Get => "may_retrieve",
-    };
+    match service {
+        Service::Find => node_flag_refusal(rows, calling_ae, "may_query", "query"),
+        Service::Move | Service::Get => node_flag_refusal(rows, calling_ae, "may_retrieve", "retrieve"),
+    }
+}
+
+/// Why a calling AE registered as a node may not `verb` (its `flag` is off), from pacs_node rows as JSON.
+fn node_flag_refusal(rows: &[String], calling_ae: &str, flag: &str, verb: &str) -> Option<String> {
     rows.iter()
         .filter_map(|text| serde_json::from_str::<serde_json::Value>(text).ok())
         .any(|row| row.get(flag).and_then(|v| v.as_bool()) == Some(false))
-        .then(|| {
-            format!(
-                "{calling_ae} may not {} ({flag} off)",
-                if service == Service::Find {
-                    "query"
-                } else {
-                    "retrieve"
-                }
-            )
-        })
+        .then(|| format!("{calling_ae} may not {verb} ({flag} off)"))
 }
 
 impl QueryRetrieve {
+    async fn node_rows(&self, calling_ae: &str) -> Result<Vec<String>, ReceiptError> {
+        let rows = self
+            .rows(NODE_BY_AE, &[query::Param::Text(calling_ae.trim().to_string())])
+            .await?;
+        Ok(rows.into_iter().filter_map(|mut r| r.pop().flatten()).collect())
+    }
+
     async fn calling_refusal(
         &self,
         calling_ae: &str,
         service: Service,
     ) -> Result<Option<String>, ReceiptError> {
-        let rows = self
-            .rows(NODE_BY_AE, &[query::Param::Text(calling_ae.trim().to_string())])
-            .await?;
-        let texts: Vec<String> = rows.into_iter().filter_map(|mut r| r.pop().flatten()).collect();
-        Ok(calling_refusal_of(&texts, calling_ae, service))
+        Ok(calling_refusal_of(
+            &self.node_rows(calling_ae).await?,
+            calling_ae,
+            service,
+        ))
     }
 }
 
@@ -214,6 +236,8 @@ pub struct Request {
     pub sop_class: String,
     pub move_destination: String,
     pub identifier: Vec<u8>,
+    /// The facilities whose studies the calling AE may query and retrieve (query::find_query).
+    pub facilities: Vec<i64>,
     /// Decided from the command alone: answered once the identifier has been read.
     refusal: Option<(u16, String)>,
 }
@@ -227,6 +251,10 @@ pub struct QrSession {
     pub scp_role_classes: HashSet<String>,
     /// The calling AE's node flags, read once per association and service kind (query, retrieve).
     refusals: [tokio::sync::OnceCell<Option<String>>; 2],
+    /// Why the calling AE may not store (a node with may_store off), read once per association.
+    store_refusal: tokio::sync::OnceCell<Option<String>>,
+    /// The calling AE's facilities, read once per association.
+    facilities: tokio::sync::OnceCell<Vec<i64>>,
     collecting: Option<Request>,
     ready: Option<Request>,
 }
@@ -256,6 +284,8 @@ impl QrSession {
             peer_max_pdu,
             scp_role_classes,
             refusals: Default::default(),
+            facilities: Default::default(),
+            store_refusal: Default::default(),
             collecting: None,
             ready: None,
         }
@@ -288,6 +318,7 @@ impl QrSession {
             sop_class: asked,
             move_destination: command.string(dimse::MOVE_DESTINATION).unwrap_or_default(),
             identifier: Vec::new(),
+            facilities: Vec::new(),
             refusal,
         };
         if command.has_data_set() {
@@ -308,6 +339,22 @@ impl QrSession {
                 data: rsp,
             }],
         })
+    }
+
+    /// Why the calling AE may not C-STORE: it is a node with may_store off (read on its first C-STORE; AE
+    /// titles that are no node may store).
+    pub async fn store_refusal(
+        &self,
+        qr: &QueryRetrieve,
+        calling_ae: &str,
+    ) -> Result<Option<String>, ReceiptError> {
+        self.store_refusal
+            .get_or_try_init(|| async {
+                let rows = qr.node_rows(calling_ae).await?;
+                Ok(node_flag_refusal(&rows, calling_ae, "may_store", "store"))
+            })
+            .await
+            .cloned()
     }
 
     /// Whether an identifier is being received.
@@ -563,6 +610,22 @@ where
             return requestor.fail(status::OUT_OF_RESOURCES, &e.to_string()).await;
         }
     }
+    let facilities = session
+        .facilities
+        .get_or_try_init(|| async {
+            let ae = query::Param::Text(calling_ae.trim().to_string());
+            qr.rows(FACILITIES_BY_AE, &[ae])
+                .await
+                .map(|rows| visible_facilities_of(&rows))
+        })
+        .await;
+    match facilities {
+        Ok(ids) => requestor.request.facilities = ids.clone(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read facilities_facilityae");
+            return requestor.fail(status::OUT_OF_RESOURCES, &e.to_string()).await;
+        }
+    }
     let result = match service {
         Service::Find => find_serve(&mut requestor, qr, &identifier, calling_ae).await,
         Service::Move => retrieve::move_serve(&mut requestor, qr, &identifier, calling_ae).await,
@@ -600,7 +663,7 @@ where
         Ok(i) => i,
         Err(e) => return req.fail(e.status(), &e.to_string()).await,
     };
-    let query = match query::find_query(&identifier, model, &qr.ae_title) {
+    let query = match query::find_query(&identifier, model, &qr.ae_title, &req.request.facilities) {
         Ok(q) => q,
         Err(e) => return req.fail(e.status(), &e.to_string()).await,
     };
@@ -797,8 +860,20 @@ mod tests {
             None
         );
         assert_eq!(calling_refusal_of(&[], "ANY", Service::Get), None);
+        let row = r#"{"ae_title": "CT9", "may_store": false}"#.to_string();
+        assert_eq!(
+            node_flag_refusal(std::slice::from_ref(&row), "CT9", "may_store", "store").as_deref(),
+            Some("CT9 may not store (may_store off)")
+        );
         let old_schema = r#"{"ae_title": "WS1"}"#.to_string();
         assert_eq!(calling_refusal_of(&[old_schema], "WS1", Service::Find), None);
+    }
+
+    #[test]
+    fn unmapped_calling_aes_see_unassigned_studies_mapped_ones_their_facilities() {
+        assert_eq!(visible_facilities_of(&[]), vec![0]);
+        let rows = vec![vec![Some("4".to_string())], vec![Some("9".to_string())]];
+        assert_eq!(visible_facilities_of(&rows), vec![4, 9]);
     }
 
     #[test]

@@ -402,7 +402,7 @@ where
 {
     let model: Model = req.request.model;
     let selected = Identifier::decode(identifier, &req.request.transfer_syntax, model)
-        .and_then(|id| query::retrieve_query(&id, model));
+        .and_then(|id| query::retrieve_query(&id, model, &req.request.facilities));
     let (sql, params) = match selected {
         Ok(q) => q,
         Err(e) => {

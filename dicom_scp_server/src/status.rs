@@ -7,7 +7,7 @@ use crate::error::StoreError;
 pub const SUCCESS: u16 = 0x0000;
 /// Refused: SOP class not supported (the command names a class the presentation context does not carry).
 pub const SOP_CLASS_NOT_SUPPORTED: u16 = 0x0122;
-/// Refused: not authorized (a registered node whose may_query / may_retrieve is off).
+/// Refused: not authorized (a registered node whose may_store / may_query / may_retrieve is off).
 pub const NOT_AUTHORIZED: u16 = 0x0124;
 /// Refused: the command is not one this SCP performs.
 pub const UNRECOGNIZED_OPERATION: u16 = 0x0211;

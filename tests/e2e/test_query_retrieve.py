@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
@@ -429,3 +430,120 @@ def test_implicit_only_destination_gets_a_re_encoded_data_set(stack: Stack, arch
         assert ds.PatientName == f"{archive.prefix}^Jane"
         assert len(ds.PixelData) == 64 * 64 * 2
         assert ds.PixelData == pydicom.dcmread(stored).PixelData
+
+
+def send_as(stack: Stack, calling_ae: str, path: Path) -> None:
+    result = subprocess.run(
+        ["storescu", "-aet", calling_ae, "-aec", stack.ae_title, "127.0.0.1", str(stack.dicom_port), str(path)],
+        capture_output=True, text=True, env=DCMTK_ENV, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def findscu_as(stack: Stack, calling_ae: str, out: Path, model: str, *keys: str) -> list[Dataset]:
+    out.mkdir(parents=True, exist_ok=True)
+    argv = ["findscu", model, "-X", "-od", str(out), "-aet", calling_ae, "-aec", stack.ae_title]
+    argv += ["127.0.0.1", str(stack.dicom_port)]
+    for key in keys:
+        argv += ["-k", key]
+    result = subprocess.run(argv, capture_output=True, text=True, env=DCMTK_ENV, timeout=60, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    found = [pydicom.dcmread(p) for p in sorted(out.glob("rsp*.dcm"))]
+    for p in out.glob("rsp*.dcm"):
+        p.unlink()
+    return found
+
+
+def test_a_calling_ae_finds_and_retrieves_only_its_facilitys_studies(
+    stack: Stack, destination: tuple[str, Path], tmp_path: Path
+) -> None:
+    """The facility rule (noctis_pro/contracts/access.py) on Q/R: a calling AE mapped to facility A sees A's
+    studies only; an unmapped one sees the unassigned ones only. The mappings are removed afterwards: the other
+    tests expect every study unassigned."""
+    token = "".join(secrets.choice(string.ascii_uppercase) for _ in range(6))
+    querier, sender_a, sender_x = f"QQ{token}", f"QA{token}", f"QX{token}"
+    prefix = f"QF{token}"
+    dest_ae, out = destination
+    with psycopg.connect(stack.env["DATABASE_URL"], autocommit=True) as conn:
+        facility = conn.execute(
+            "INSERT INTO facilities_facility (name, created_at) VALUES (%s, now()) RETURNING id", (f"qr-{token}",)
+        ).fetchone()[0]  # type: ignore[index]
+        try:
+            for ae in (querier, sender_a):
+                conn.execute(
+                    "INSERT INTO facilities_facilityae (ae_title, facility_id) VALUES (%s, %s)", (ae, facility)
+                )
+            study_a, study_x = generate_uid(), generate_uid()
+            for study, sender in ((study_a, sender_a), (study_x, sender_x)):
+                ds = make_dataset(study_uid=study, patient_name=f"{prefix}^{sender}", patient_id=f"{prefix}-{sender}")
+                send_as(stack, sender, write_dataset(ds, tmp_path / f"{sender}.dcm"))
+                assert wait_for_instances(stack, study, 1) == 1
+            deadline = time.monotonic() + 30
+            assigned = None
+            while time.monotonic() < deadline and assigned != facility:
+                row = conn.execute("SELECT facility_id FROM pacs_study WHERE study_instance_uid = %s", (study_a,))
+                assigned = row.fetchone()[0]  # type: ignore[index]
+                time.sleep(0.1)
+            assert assigned == facility
+
+            name = f"PatientName={prefix}*"
+            found = findscu_as(stack, querier, tmp_path / "f", "-S", "QueryRetrieveLevel=STUDY", name)
+            assert values(found, "StudyInstanceUID") == {study_a}
+            found = findscu_as(stack, querier, tmp_path / "f", "-S", "QueryRetrieveLevel=SERIES", name)
+            assert values(found, "StudyInstanceUID") == {study_a}
+            found = findscu_as(
+                stack, querier, tmp_path / "f", "-P", "QueryRetrieveLevel=PATIENT", f"PatientID={prefix}*",
+                "NumberOfPatientRelatedStudies",
+            )  # fmt: skip
+            assert values(found, "PatientID") == {f"{prefix}-{sender_a}"}
+            assert [ds.NumberOfPatientRelatedStudies for ds in found] == [1]
+            # An AE no facility claims (every other test's) sees the unassigned study only.
+            found = findscu_as(stack, "FINDSCU", tmp_path / "f", "-S", "QueryRetrieveLevel=STUDY", name)
+            assert values(found, "StudyInstanceUID") == {study_x}
+
+            ae = AE(ae_title=querier)
+            ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
+            assoc = ae.associate("127.0.0.1", stack.dicom_port, ae_title=stack.ae_title)
+            assert assoc.is_established
+            try:
+                model = StudyRootQueryRetrieveInformationModelMove
+                # Another facility's study is simply not matched: success with no sub-operations.
+                (final, _), *rest = assoc.send_c_move(study_identifier(study_x), dest_ae, model)
+                assert not rest
+                assert final.Status == 0x0000
+                assert (final.NumberOfCompletedSuboperations, final.NumberOfFailedSuboperations) == (0, 0)
+                final, _ = list(assoc.send_c_move(study_identifier(study_a), dest_ae, model))[-1]
+                assert (final.Status, final.NumberOfCompletedSuboperations) == (0x0000, 1)
+            finally:
+                assoc.release()
+            assert set(received(out)) == {pydicom.dcmread(tmp_path / f"{sender_a}.dcm").SOPInstanceUID}
+        finally:
+            conn.execute("DELETE FROM facilities_facilityae WHERE facility_id = %s", (facility,))
+            conn.execute("UPDATE pacs_study SET facility_id = NULL WHERE facility_id = %s", (facility,))
+            conn.execute("DELETE FROM facilities_facility WHERE id = %s", (facility,))
+
+
+def test_a_node_whose_store_switch_is_off_is_refused_and_nothing_is_written(stack: Stack) -> None:
+    token = "".join(secrets.choice(string.ascii_uppercase) for _ in range(6))
+    ae_title = f"QS{token}"
+    stack.manage("dicom_node", "add", f"qr-nostore-{token.lower()}", ae_title, "127.0.0.1", "9", "--no-store")
+    ds = make_dataset(patient_id=f"QS{token}")
+    ae = AE(ae_title=ae_title)
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", stack.dicom_port, ae_title=stack.ae_title)
+    assert assoc.is_established
+    try:
+        for _ in range(2):  # the refusal holds for every C-STORE of the association
+            status = assoc.send_c_store(ds)
+            assert status.Status == 0x0124
+            assert "may_store" in status.ErrorComment
+    finally:
+        assoc.release()
+    assert not list(stack.storage_root.glob(f"*/*/{ds.SOPInstanceUID}.dcm"))
+    with psycopg.connect(stack.env["DATABASE_URL"], autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT (SELECT count(*) FROM pacs_receipt WHERE sop_instance_uid = %(uid)s)"
+            " + (SELECT count(*) FROM pacs_instance WHERE sop_instance_uid = %(uid)s)",
+            {"uid": ds.SOPInstanceUID},
+        )
+        assert row.fetchone()[0] == 0  # type: ignore[index]
