@@ -315,6 +315,29 @@ pub async fn association_reject_busy(stream: TcpStream, artim: Duration) {
     let _ = stream.shutdown().await;
 }
 
+/// SCP_KNOWN_NODES_ONLY: a calling AE that is no enabled node gets "calling AE title not recognized"; when the
+/// node table cannot be read, a transient rejection (the peer may retry).
+async fn known_node_refusal(services: &Services, calling_ae: &str) -> Option<AssociationRJ> {
+    match services.qr.known_node(calling_ae).await {
+        Ok(true) => None,
+        Ok(false) => Some(AssociationRJ {
+            result: AssociationRJResult::Permanent,
+            source: AssociationRJSource::ServiceUser(
+                AssociationRJServiceUserReason::CallingAETitleNotRecognized,
+            ),
+        }),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read pacs_node");
+            Some(AssociationRJ {
+                result: AssociationRJResult::Transient,
+                source: AssociationRJSource::ServiceProviderPresentation(
+                    AssociationRJServiceProviderPresentationReason::TemporaryCongestion,
+                ),
+            })
+        }
+    }
+}
+
 /// Why a pending DIMSE operation will fail, decided before its data set arrives.
 struct Failure {
     status: u16,
@@ -380,7 +403,16 @@ pub async fn association_serve(stream: TcpStream, services: &Services) {
         allowed_calling: cfg.allowed_calling_aes.clone(),
         max_pdu_length: cfg.max_pdu_length,
     };
-    let (ac, contexts) = match negotiate(&rq, &policy) {
+    let mut negotiation = negotiate(&rq, &policy);
+    if matches!(negotiation, Negotiation::Accept(..))
+        && cfg.known_nodes_only
+        && !cfg.always_admitted.contains(&calling_ae)
+    {
+        if let Some(rj) = known_node_refusal(services, &calling_ae).await {
+            negotiation = Negotiation::Reject(rj);
+        }
+    }
+    let (ac, contexts) = match negotiation {
         Negotiation::Accept(ac, contexts) => (ac, contexts),
         Negotiation::Reject(rj) => {
             tracing::warn!(%peer, calling = %calling_ae, called = %called_ae, reason = %rj.source, "association rejected");

@@ -80,6 +80,10 @@ pub struct Config {
     pub on_conflict: OnConflict,
     /// DICOM_ALLOWED_CALLING_AE_TITLES (comma-separated); empty accepts any calling AE.
     pub allowed_calling_aes: Vec<String>,
+    /// SCP_KNOWN_NODES_ONLY: admit only calling AEs that are enabled pacs_node rows (and `always_admitted`).
+    pub known_nodes_only: bool,
+    /// The system's own calling AEs (DICOM_STOW_AE_TITLE, AI_WRITEBACK_CALLING_AE), never locked out.
+    pub always_admitted: Vec<String>,
 }
 
 /// Every key the file and the environment understand.
@@ -102,6 +106,8 @@ pub const KEYS: &[&str] = &[
     "SCP_ON_CONFLICT",
     "DICOM_ALLOWED_CALLING_AE_TITLES",
     "DICOM_STOW_AE_TITLE",
+    "SCP_KNOWN_NODES_ONLY",
+    "AI_WRITEBACK_CALLING_AE",
 ];
 
 pub const DEFAULT_WEBHOOK_URL: &str = "http://127.0.0.1:8000/api/dicom/received/";
@@ -228,7 +234,29 @@ impl Config {
         if !allowed_calling_aes.is_empty() && !allowed_calling_aes.iter().any(|a| a == stow_ae) {
             allowed_calling_aes.push(stow_ae.to_string());
         }
+        // The AI write-back stores its results through us with this calling AE (noctis_pro settings).
+        let ai_ae = get("AI_WRITEBACK_CALLING_AE").unwrap_or("NOCTIS_AI");
+        ae_title_check(ai_ae).map_err(|reason| ConfigError {
+            name: "AI_WRITEBACK_CALLING_AE",
+            reason,
+        })?;
+        let known_nodes_only = match get("SCP_KNOWN_NODES_ONLY")
+            .unwrap_or("false")
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "true" | "1" | "yes" | "on" => true,
+            "false" | "0" | "no" | "off" => false,
+            other => {
+                return Err(ConfigError {
+                    name: "SCP_KNOWN_NODES_ONLY",
+                    reason: format!("{other:?} is not true or false"),
+                })
+            }
+        };
         Ok(Config {
+            known_nodes_only,
+            always_admitted: vec![stow_ae.to_string(), ai_ae.to_string()],
             allowed_calling_aes,
             ae_title,
             dicom_bind: address(get("DICOM_BIND_ADDRESS"), "DICOM_BIND_ADDRESS", "0.0.0.0")?,
@@ -342,6 +370,8 @@ mod tests {
         assert_eq!(c.association_timeout, Duration::from_secs(3600));
         assert_eq!(c.on_conflict, OnConflict::Keep);
         assert!(c.allowed_calling_aes.is_empty());
+        assert!(!c.known_nodes_only);
+        assert_eq!(c.always_admitted, vec!["NOCTIS_STOW", "NOCTIS_AI"]);
         assert_eq!(
             c.webhook_url,
             WebhookUrl {
@@ -371,6 +401,7 @@ mod tests {
             (&[("DICOM_PORT", "abc")], "DICOM_PORT"),
             (&[("DICOM_AE_TITLE", "WAY_TOO_LONG_AE_TITLE")], "DICOM_AE_TITLE"),
             (&[("SCP_ON_CONFLICT", "replace")], "SCP_ON_CONFLICT"),
+            (&[("SCP_KNOWN_NODES_ONLY", "maybe")], "SCP_KNOWN_NODES_ONLY"),
             (&[("SCP_MAX_PDU_LENGTH", "99999999")], "SCP_MAX_PDU_LENGTH"),
             (&[("SCP_MAX_ASSOCIATIONS", "0")], "SCP_MAX_ASSOCIATIONS"),
             (&[("SCP_IDLE_TIMEOUT_SECS", "0")], "SCP_IDLE_TIMEOUT_SECS"),

@@ -212,6 +212,15 @@ impl QueryRetrieve {
         Ok(rows.into_iter().filter_map(|mut r| r.pop().flatten()).collect())
     }
 
+    /// Whether `calling_ae` is an enabled node (SCP_KNOWN_NODES_ONLY).
+    pub async fn known_node(&self, calling_ae: &str) -> Result<bool, ReceiptError> {
+        let rows = self.node_rows(calling_ae).await?;
+        Ok(rows
+            .iter()
+            .filter_map(|text| serde_json::from_str::<serde_json::Value>(text).ok())
+            .any(|row| row.get("enabled").and_then(|v| v.as_bool()) == Some(true)))
+    }
+
     async fn calling_refusal(
         &self,
         calling_ae: &str,

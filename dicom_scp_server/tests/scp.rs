@@ -720,6 +720,53 @@ fn unknown_calling_ae_is_rejected_when_a_list_is_configured() {
     );
 }
 
+#[test]
+fn known_nodes_only_admits_enabled_nodes_and_the_systems_own_aes() {
+    let tag = unique_uid().replace('.', "");
+    let tail = &tag[tag.len() - 8..];
+    let (known, disabled) = (format!("KN{tail}"), format!("KD{tail}"));
+    db_execute(&format!(
+        "INSERT INTO pacs_node (name, ae_title, host, port, enabled, last_error, created_at) VALUES \
+         ('kn-{tail}', '{known}', '127.0.0.1', 9, true, '', now()), \
+         ('kd-{tail}', '{disabled}', '127.0.0.1', 9, false, '', now())"
+    ));
+    let scp = Scp::start(
+        ScpOptions::new(&db_url())
+            .env("SCP_KNOWN_NODES_ONLY", "true")
+            .env("AI_WRITEBACK_CALLING_AE", "AIWB"),
+    );
+    let port = scp.port();
+    let echo = |ae: &str| {
+        dcmtk(
+            "echoscu",
+            &["-v", "-aet", ae, "-aec", "NOCTIS", "127.0.0.1", &port],
+        )
+    };
+    let outcomes: Vec<(String, bool, String)> = [
+        known.as_str(),
+        "NOCTIS_STOW",
+        "AIWB",
+        disabled.as_str(),
+        "STRANGER",
+    ]
+    .iter()
+    .map(|ae| {
+        let out = echo(ae);
+        (ae.to_string(), out.status.success(), text(&out))
+    })
+    .collect();
+    db_execute(&format!(
+        "DELETE FROM pacs_node WHERE ae_title IN ('{known}', '{disabled}')"
+    ));
+    for (ae, ok, out) in &outcomes[..3] {
+        assert!(ok, "{ae}: {out}");
+    }
+    for (ae, ok, out) in &outcomes[3..] {
+        assert!(!ok, "{ae}: {out}");
+        assert!(out.contains("Calling AE Title Not Recognized"), "{ae}: {out}");
+    }
+}
+
 /// A role that may read pacs_receipt but not write it: the receipt insert fails after the rename.
 #[test]
 fn failed_receipt_insert_removes_the_renamed_file() {
@@ -736,7 +783,7 @@ fn failed_receipt_insert_removes_the_renamed_file() {
         })
     };
     admin_exec(format!(
-        "CREATE ROLE {role} LOGIN PASSWORD '{password}'; GRANT SELECT ON pacs_receipt TO {role};"
+        "CREATE ROLE {role} LOGIN PASSWORD '{password}'; GRANT SELECT ON pacs_receipt, pacs_node TO {role};"
     ));
     let host = match &admin.get_hosts()[0] {
         tokio_postgres::config::Host::Tcp(h) => h.clone(),
