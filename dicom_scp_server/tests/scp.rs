@@ -553,7 +553,9 @@ fn large_instances_stream_over_many_pdus_from_parallel_associations() {
 
 #[test]
 fn sigterm_lets_the_active_association_finish() {
-    let scp = Scp::start(ScpOptions::new(&db_url()));
+    // A grace period far longer than the echoscu loop below can take on a loaded machine: with the default 5 s of
+    // the tests, the open association was sometimes aborted before it stored (the SCP exits as soon as it ends).
+    let scp = Scp::start(ScpOptions::new(&db_url()).env("SCP_SHUTDOWN_GRACE_SECS", "60"));
     let mut assoc = raw_association(&scp);
     let pid = scp_pid(&scp);
     let _ = std::process::Command::new("kill").args(["-TERM", &pid]).status();
