@@ -24,6 +24,7 @@ from fastapi_app.deps import CurrentUser, PoolDep, permission_required, user_aud
 from fastapi_app.errors import ForbiddenError, InvalidRequestError, UnknownSeriesError, UnknownStudyError
 from noctis_pro.contracts import access, roles
 from noctis_pro.contracts import analyses as contract
+from noctis_pro.contracts import analysis_summaries as summaries
 from noctis_pro.contracts.uids import uid_problem
 
 
@@ -65,6 +66,8 @@ class AnalysisOut(BaseModel):
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
     duration_ms: int | None
+    label: str = Field(description="the analyzer's short name, e.g. completeness")
+    summary: str = Field(description="what it found, in a few words (the worklist's AI badge says the same)")
 
 
 class AnalysisRequest(BaseModel):
@@ -82,6 +85,10 @@ def _analysis(record: Any) -> AnalysisOut:
     row["series_uid"] = row.pop("series_instance_uid")
     if isinstance(row["result"], str):  # asyncpg returns jsonb as text
         row["result"] = json.loads(row["result"])
+    row["label"] = summaries.analysis_label(row["analyzer"])
+    row["summary"] = summaries.analysis_text(
+        analyzer=row["analyzer"], status=row["status"], result=row["result"], error=row["error"]
+    )
     return AnalysisOut.model_validate(row)
 
 

@@ -10,7 +10,7 @@ from django.db.models import QuerySet
 
 from noctis_pro.ai.analyzers.base import InstanceRef, SeriesFacts, SeriesRef
 from noctis_pro.ai.models import AIAnalysis
-from noctis_pro.ai.summaries import StudyAIStatus
+from noctis_pro.contracts.analysis_summaries import StudyAIStatus
 from noctis_pro.pacs.models import Instance, Series, Study
 
 

@@ -20,7 +20,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Route, expect
 from pydicom.uid import generate_uid
 
-from noctis_pro.ai.summaries import analysis_summary
+from noctis_pro.contracts.analysis_summaries import analysis_summary
 from tests.browser.test_viewer import CANVAS_STATS
 from tests.browser.test_worklist import XSS_NAME, browser, login, screenshot
 from tests.conftest import make_dataset, write_dataset
@@ -198,8 +198,8 @@ def test_viewer_analyses_panel_lists_results_live_and_selects_the_series(
     expect(stream.locator(".summary")).to_have_text("complete")
     expect(gap.locator(".name")).to_have_text("completeness #2")
     expect(gap.locator(".summary")).to_have_text("gap at 3, uneven spacing")
-    # The panel says what the worklist's AI badge says (noctis_pro.ai.summaries) for the newest analysis of each
-    # analyzer and series, once all are finished (the completeness reports arrive as SR and are inventoried too).
+    # The panel says what the worklist's AI badge says (contracts.analysis_summaries, served by the API) for the
+    # newest analysis of each analyzer and series, once all are finished (the completeness SRs are inventoried too).
     rows = _analyses_until(page, stack, analysed_study, lambda rows: all(r["status"] in FINISHED for r in rows))
     numbers = {analysed_study.stream_series_uid: 1, analysed_study.gap_series_uid: 2}
     newest: dict[tuple[str, str | None], dict[str, Any]] = {}

@@ -59,6 +59,8 @@ async def test_post_queues_one_per_image_series_once_and_get_lists_them(
     assert sorted(a["analyzer"] for a in rows) == ["image_quality", "image_quality", "radiation_dose"]
     dose = next(a for a in rows if a["analyzer"] == "radiation_dose")
     assert (dose["status"], dose["result"], dose["duration_ms"]) == ("done", {"ctdivol_max_mgy": 9.5}, 12)
+    assert (dose["label"], dose["summary"]) == ("dose", "CTDIvol 9.5 mGy")  # what the worklist's badge says
+    assert {(a["label"], a["summary"]) for a in rows if a["analyzer"] == "image_quality"} == {("quality", "pending")}
 
     def audited() -> list[str]:
         from noctis_pro.core.models import AuditEvent

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from noctis_pro.ai.summaries import SUMMARY_MAX, StudyAIStatus, analysis_summary
+from noctis_pro.contracts.analysis_summaries import SUMMARY_MAX, StudyAIStatus, analysis_summary
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,6 @@
-"""Short plain-text summaries of analyses for the worklist's AI badge: per analyzer, from the stored result JSON.
+"""Short plain-text summaries of analyses, per analyzer, from the stored result JSON: the worklist's AI badge (Django),
+and the `summary` and `label` of GET /api/v1/studies/{uid}/analyses that the viewer shows (FastAPI). Pure Python,
+so both say the same thing from one definition.
 
 Plain functions over the JSON (not the analyzer objects): the worklist must not load the plugin registry or ONNX
 configs, and a result written by an older analyzer version must still summarise. Text only: templates escape it.
@@ -118,11 +120,12 @@ LABELS = {
 }
 
 
-def analysis_summary(
-    *, analyzer: str, status: str, result: Any = None, error: str = "", series_number: int | None = None
-) -> str:
-    """'completeness #3: gap at 12-14', 'dose: CTDIvol 12.3 mGy', 'quality #2: failed (…)'."""
-    label = LABELS.get(analyzer, analyzer) + (f" #{series_number}" if series_number is not None else "")
+def analysis_label(analyzer: str) -> str:
+    return LABELS.get(analyzer, analyzer)
+
+
+def analysis_text(*, analyzer: str, status: str, result: Any = None, error: str = "") -> str:
+    """What an analysis says, without its label: 'gap at 12-14', 'CTDIvol 12.3 mGy', 'failed (…)', 'pending'."""
     if status == "failed":
         text = f"failed ({error.splitlines()[0]})" if error.strip() else "failed"
     elif status != "done":
@@ -134,7 +137,15 @@ def analysis_summary(
             text = SUMMARISERS.get(analyzer, _model)(result)
         except (TypeError, ValueError, AttributeError, KeyError):  # a result of an unexpected shape
             text = "done"
-    text = f"{label}: {text}"
+    return text
+
+
+def analysis_summary(
+    *, analyzer: str, status: str, result: Any = None, error: str = "", series_number: int | None = None
+) -> str:
+    """'completeness #3: gap at 12-14', 'dose: CTDIvol 12.3 mGy', 'quality #2: failed (…)'."""
+    label = analysis_label(analyzer) + (f" #{series_number}" if series_number is not None else "")
+    text = f"{label}: {analysis_text(analyzer=analyzer, status=status, result=result, error=error)}"
     return text if len(text) <= SUMMARY_MAX else text[: SUMMARY_MAX - 1] + "…"
 
 
