@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
-from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Request
@@ -21,11 +20,9 @@ from fastapi_app import schemas, sql
 from fastapi_app.deps import CurrentUser, PoolDep, SettingsDep, permission_required, user_audit
 from fastapi_app.errors import ApiError, InvalidRequestError
 from fastapi_app.tasks import broker_url, task_send
+from noctis_pro.contracts import exports as exports_contract
 from noctis_pro.contracts import roles
 from noctis_pro.contracts.uids import uid_problem
-
-BUILD_TASK = "noctis_pro.exports.tasks.export_build_task"
-MAX_STUDIES = 200  # noctis_pro.exports.services.MAX_STUDIES
 
 router = APIRouter(
     prefix="/exports",
@@ -48,7 +45,9 @@ class ExportGoneError(ApiError):
 
 
 class ExportIn(BaseModel):
-    study_uids: list[str] = Field(min_length=1, max_length=MAX_STUDIES, description="Study Instance UIDs")
+    study_uids: list[str] = Field(
+        min_length=1, max_length=exports_contract.MAX_STUDIES, description="Study Instance UIDs"
+    )
 
 
 class ExportOut(BaseModel):
@@ -109,7 +108,7 @@ async def export_create(
     row = await sql.export_insert(
         pool, export_id=uuid.uuid4(), user_id=user.id, study_uids=uids, ttl_hours=settings.export_ttl_hours
     )
-    await task_send(broker_url(settings), BUILD_TASK, [str(row["id"])])
+    await task_send(broker_url(settings), exports_contract.BUILD_TASK, [str(row["id"])])
     await user_audit(
         pool,
         request,
@@ -159,7 +158,7 @@ async def export_download(
         raise ExportGoneError("export expired")
     if r["status"] != "done":
         raise ExportNotReadyError(f"export is {r['status']}")
-    path = Path(settings.export_root) / f"{r['id']}.zip"
+    path = exports_contract.zip_path(settings.export_root, r["id"])
     if not path.is_file():
         raise ExportGoneError("export file is gone")
     await user_audit(
@@ -171,4 +170,4 @@ async def export_download(
         object_id=str(r["id"]),
         detail={"size_bytes": r["size_bytes"]},
     )
-    return FileResponse(path, media_type="application/zip", filename=f"noctis-export-{r['id']}.zip")
+    return FileResponse(path, media_type="application/zip", filename=exports_contract.download_name(r["id"]))

@@ -7,6 +7,8 @@ import uuid
 from django.conf import settings
 from django.db import models
 
+from noctis_pro.contracts import exports as exports_contract
+
 
 class Export(models.Model):
     class Status(models.TextChoices):
@@ -40,7 +42,7 @@ class Export(models.Model):
 
     @property
     def filename(self) -> str:
-        return f"noctis-export-{self.id}.zip"
+        return exports_contract.download_name(self.id)
 
     @property
     def progress_percent(self) -> int:

@@ -25,6 +25,7 @@ from django.utils import timezone
 from pydicom.errors import InvalidDicomError
 
 from noctis_pro.accounts.roles import user_can, user_is_admin
+from noctis_pro.contracts import exports as exports_contract
 from noctis_pro.contracts import roles
 from noctis_pro.contracts.uids import uid_is_valid
 from noctis_pro.core.exceptions import NoctisError
@@ -35,7 +36,7 @@ from noctis_pro.pacs.models import Instance, Study
 
 logger = logging.getLogger(__name__)
 
-MAX_STUDIES = 200
+MAX_STUDIES = exports_contract.MAX_STUDIES
 PROGRESS_EVERY = 25  # instances between progress writes
 
 
@@ -58,7 +59,7 @@ def export_root() -> Path:
 
 
 def export_path(export: Export) -> Path:
-    return export_root() / f"{export.id}.zip"
+    return exports_contract.zip_path(export_root(), export.id)
 
 
 def export_request(*, user: Any, study_uids: list[str]) -> Export:
@@ -122,7 +123,7 @@ def export_build(export_id: Any) -> BuildResult:
     deid = Deidentifier(salt=secrets.token_hex(16))
     target = export_path(export)
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(".zip.part")
+    partial = exports_contract.partial_path(export_root(), export.id)
     done = skipped = 0
     skipped_reasons: dict[str, int] = {}
     study_numbers: dict[str, int] = {}
@@ -189,7 +190,7 @@ def _instance_add(zf: zipfile.ZipFile, *, deid: Deidentifier, source: Path, name
 
 def export_failed(export_id: Any, error: str) -> None:
     Export.objects.filter(pk=export_id).update(status=Export.Status.FAILED, error=error[:2000])
-    partial = export_root() / f"{export_id}.zip.part"
+    partial = exports_contract.partial_path(export_root(), export_id)
     partial.unlink(missing_ok=True)
 
 
@@ -216,7 +217,7 @@ def exports_expire(now: dt.datetime | None = None) -> int:
     expired = list(Export.objects.filter(expires_at__lte=now).exclude(status=Export.Status.EXPIRED))
     for export in expired:
         export_path(export).unlink(missing_ok=True)
-        (export_root() / f"{export.id}.zip.part").unlink(missing_ok=True)
+        exports_contract.partial_path(export_root(), export.id).unlink(missing_ok=True)
     Export.objects.filter(pk__in=[e.pk for e in expired]).update(status=Export.Status.EXPIRED)
     return len(expired)
 
