@@ -90,8 +90,7 @@ def permission_required(permission: str):  # type: ignore[no-untyped-def]
     assert permission in roles.PERMISSIONS, permission
 
     async def check(user: CurrentUser) -> auth.User:
-        if permission not in user.permissions:
-            raise ForbiddenError(f"your role does not allow {permission}")
+        _permission_check(user, permission)
         return user
 
     return Depends(check)
@@ -107,9 +106,22 @@ async def study_access(conn: HTTPConnection, user: CurrentUser, pool: PoolDep) -
     named in the path is in the user's facilities (contracts.access); one outside is 404, as if it did not exist,
     so its existence does not leak. Searches apply the same rule in their SQL."""
     method = conn.scope.get("method", "GET")
-    permission = roles.STUDY_VIEW if method in {"GET", "HEAD", "OPTIONS"} else roles.STUDY_STORE
+    _permission_check(user, roles.STUDY_VIEW if method in {"GET", "HEAD", "OPTIONS"} else roles.STUDY_STORE)
+    await _facilities_check(conn, user, pool)
+
+
+async def study_view_access(conn: HTTPConnection, user: CurrentUser, pool: PoolDep) -> None:
+    """study_access for routes whose POST uploads no images (asking for an analysis): study.view for every method."""
+    _permission_check(user, roles.STUDY_VIEW)
+    await _facilities_check(conn, user, pool)
+
+
+def _permission_check(user: auth.User, permission: str) -> None:
     if permission not in user.permissions:
         raise ForbiddenError(f"your role does not allow {permission}")
+
+
+async def _facilities_check(conn: HTTPConnection, user: auth.User, pool: asyncpg.Pool) -> None:
     visible = user.visible_facility_ids
     if visible is None:
         return

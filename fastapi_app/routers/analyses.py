@@ -20,29 +20,16 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
 from fastapi_app import schemas, sql
-from fastapi_app.deps import CurrentUser, PoolDep, permission_required, user_audit
-from fastapi_app.errors import ForbiddenError, InvalidRequestError, UnknownSeriesError, UnknownStudyError
-from noctis_pro.contracts import access, roles
+from fastapi_app.deps import CurrentUser, PoolDep, permission_required, study_view_access, user_audit
+from fastapi_app.errors import InvalidRequestError, UnknownSeriesError, UnknownStudyError
 from noctis_pro.contracts import analyses as contract
 from noctis_pro.contracts import analysis_summaries as summaries
+from noctis_pro.contracts import roles
 from noctis_pro.contracts.uids import uid_problem
-
-
-async def _study_visible(study_uid: str, user: CurrentUser, pool: PoolDep) -> None:
-    """Reading results and asking for an analysis are both study.view (not study.store, which is for images)."""
-    if roles.STUDY_VIEW not in user.permissions:
-        raise ForbiddenError(f"your role does not allow {roles.STUDY_VIEW}")
-    visible = user.visible_facility_ids
-    if visible is None:
-        return
-    found = await sql.study_facility(pool, study_uid=study_uid)
-    if found.exists and not access.facility_visible(found.facility_id, visible):
-        raise UnknownStudyError(f"no study {study_uid}")
-
 
 router = APIRouter(
     tags=["analyses"],
-    dependencies=[Depends(_study_visible)],
+    dependencies=[Depends(study_view_access)],  # study.view and the facility rule
     responses={
         400: {"model": schemas.ErrorOut},
         401: {"model": schemas.ErrorOut},
