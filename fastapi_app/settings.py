@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     # Anonymised export ZIPs, written by the Celery worker (Django's EXPORT_ROOT, EXPORT_TTL_HOURS).
     export_root: Path = BASE_DIR / "var" / "exports"
     export_ttl_hours: int = 24
+    # ONNX model configs the AI processors run (Django's AI_ONNX_MODELS, comma-separated): analyzers one may ask for.
+    ai_onnx_models: Annotated[list[str], NoDecode] = []
     # Where FastAPI queues Celery tasks (exports, sends); Django's default: the Redis of REDIS_URL.
     celery_broker_url: str = ""
     session_cookie_name: str = "sessionid"
@@ -88,6 +90,13 @@ class Settings(BaseSettings):
         value = value.strip()
         if not 1 <= len(value) <= 16 or not value.isascii() or "\\" in value or not value.isprintable():
             raise ValueError("must be 1 to 16 printable ASCII characters without a backslash")
+        return value
+
+    @field_validator("ai_onnx_models", mode="before")
+    @classmethod
+    def _split_paths(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [path.strip() for path in value.split(",") if path.strip()]
         return value
 
     @field_validator("cors_allowed_origins", mode="before")

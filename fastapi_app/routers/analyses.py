@@ -13,14 +13,20 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
 from fastapi_app import schemas, sql
-from fastapi_app.deps import CurrentUser, PoolDep, permission_required, study_view_access, user_audit
+from fastapi_app.deps import (
+    CurrentUser,
+    PoolDep,
+    SettingsDep,
+    permission_required,
+    study_view_access,
+    user_audit,
+)
 from fastapi_app.errors import InvalidRequestError, UnknownSeriesError, UnknownStudyError
 from noctis_pro.contracts import analyses as contract
 from noctis_pro.contracts import analysis_summaries as summaries
@@ -86,12 +92,6 @@ def _uid_checked(name: str, value: str) -> str:
     return value
 
 
-def _scopes() -> dict[str, str]:
-    # The same variable Django's settings read (comma-separated config paths): ONNX models the processors run.
-    paths = [p.strip() for p in os.environ.get("AI_ONNX_MODELS", "").split(",") if p.strip()]
-    return contract.analyzer_scopes(onnx_config_paths=paths)
-
-
 @router.get("/studies/{study_uid}/analyses", response_model=list[AnalysisOut])
 async def analyses_list(study_uid: str, pool: PoolDep, user: CurrentUser, request: Request) -> list[AnalysisOut]:
     _uid_checked("StudyInstanceUID", study_uid)
@@ -109,12 +109,12 @@ async def analyses_list(study_uid: str, pool: PoolDep, user: CurrentUser, reques
     dependencies=[permission_required(roles.ANALYSIS_REQUEST)],  # as the study page's Analyse button
 )
 async def analyses_request(
-    study_uid: str, body: AnalysisRequest, pool: PoolDep, user: CurrentUser, request: Request
+    study_uid: str, body: AnalysisRequest, pool: PoolDep, user: CurrentUser, request: Request, settings: SettingsDep
 ) -> AnalysesQueued:
     _uid_checked("StudyInstanceUID", study_uid)
     if body.series_uid is not None:
         _uid_checked("SeriesInstanceUID", body.series_uid)
-    scopes = _scopes()
+    scopes = contract.analyzer_scopes(onnx_config_paths=settings.ai_onnx_models)
     scope = scopes.get(body.analyzer)
     if scope is None:
         raise InvalidRequestError(f"unknown analyzer {body.analyzer[:64]!r} (known: {', '.join(sorted(scopes))})")

@@ -14,7 +14,8 @@ from fastapi_app.settings import BASE_DIR, ConfigError, settings_load
 
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    for name in ("DATABASE_URL", "REDIS_URL", "DJANGO_SECRET_KEY", "CORS_ALLOWED_ORIGINS", "STORAGE_ROOT"):
+    names = ("DATABASE_URL", "REDIS_URL", "DJANGO_SECRET_KEY", "CORS_ALLOWED_ORIGINS", "STORAGE_ROOT", "AI_ONNX_MODELS")
+    for name in names:
         monkeypatch.delenv(name, raising=False)
     env_file = tmp_path / ".env"
     monkeypatch.setenv("NOCTIS_ENV_FILE", str(env_file))
@@ -27,8 +28,10 @@ def test_settings_read_env_file_and_split_origins(clean_env: Path) -> None:
         "DATABASE_URL=postgresql://noctis@db:5432/noctis\n"
         "CORS_ALLOWED_ORIGINS=https://a.example, https://b.example/\n"
         "STORAGE_ROOT=/srv/dicom\n"
+        "AI_ONNX_MODELS=/srv/models/a.json, /srv/models/b.json\n"
     )
     settings = settings_load()
+    assert settings.ai_onnx_models == ["/srv/models/a.json", "/srv/models/b.json"]  # as Django's env.list reads it
     assert settings.django_secret_key.get_secret_value() == "from-the-env-file-0123456789"
     assert settings.database_url == "postgresql://noctis@db:5432/noctis"
     assert settings.cors_allowed_origins == ["https://a.example", "https://b.example"]
