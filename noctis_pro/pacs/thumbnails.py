@@ -20,6 +20,9 @@ from pydicom.multival import MultiValue
 from pydicom.pixels import apply_color_lut, pixel_array
 
 THUMBNAIL_SIZE = 256
+# zlib level 3: a 256 px CT thumbnail encodes in ~3 ms instead of ~17 ms with optimize=True (level 9 plus a search),
+# for ~13 % more bytes. The first render happens while the series is still arriving, on the cores ingest uses.
+PNG_COMPRESS_LEVEL = 3
 
 
 class ThumbnailError(Exception):
@@ -90,7 +93,7 @@ def thumbnail_png(path: Path) -> bytes:
         raise ThumbnailError(f"cannot decode {path.name}: {exc}") from exc
     image = thumbnail_image(ds, pixels)
     out = io.BytesIO()
-    image.save(out, format="PNG", optimize=True)
+    image.save(out, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     return out.getvalue()
 
 
