@@ -101,13 +101,22 @@ def series_metadata_queue(task: Any, series_uid: str) -> None:
     try:
         if not redis_client().set(METADATA_PENDING_KEY.format(series_uid), 1, nx=True, ex=METADATA_PENDING_TTL):
             return
+    except Exception:  # Redis is down: the index is committed; the files path serves meanwhile
+        logger.exception("could not queue the metadata build of series %s", series_uid)
+        return
+    series_metadata_send(task, series_uid)
+
+
+def series_metadata_send(task: Any, series_uid: str) -> None:
+    """Send the build to the broker, once the caller has set its pending marker (see series_metadata_queue)."""
+    try:
         task.apply_async(
             args=[series_uid],
             countdown=METADATA_QUIET_SECONDS,
             retry=True,
             retry_policy={"max_retries": 2, "interval_start": 0.2},
         )
-    except Exception:  # Redis or the broker is down: the index is committed; the files path serves meanwhile
+    except Exception:  # the broker is down: the index is committed; the files path serves meanwhile
         logger.exception("could not queue the metadata build of series %s", series_uid)
 
 

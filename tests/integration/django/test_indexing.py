@@ -352,3 +352,67 @@ def test_receipts_index_copies_the_receipt_into_the_instance(archive: Callable[.
     assert instance.attrs == receipt.attrs
     assert instance.received_at == receipt.received_at
     assert instance.indexed_at is not None
+
+
+def test_receipts_index_the_last_receipt_of_a_batch_names_the_patient_study_and_series(
+    archive: Callable[..., Receipt],
+) -> None:
+    study_uid, series_uid = generate_uid(), generate_uid()
+    ids = [
+        archive(
+            study_uid=study_uid,
+            series_uid=series_uid,
+            instance_number=n,
+            patient_id="P-LAST",
+            patient_name=f"Name^{n}",
+            StudyDescription=f"Study {n}",
+            SeriesDescription=f"Series {n}",
+        ).pk
+        for n in (1, 2, 3)
+    ]
+    receipts_index(receipt_ids=list(reversed(ids)))  # the order of arrival counts, not the order of the ids
+
+    study = Study.objects.select_related("patient").get(study_instance_uid=study_uid)
+    assert (study.study_description, study.patient.patient_name) == ("Study 3", "Name^3")
+    series = Series.objects.get(series_instance_uid=series_uid)
+    assert (series.series_description, series.number_of_instances) == ("Series 3", 3)
+    assert sorted(Instance.objects.filter(series=series).values_list("instance_number", flat=True)) == [1, 2, 3]
+
+
+def test_receipts_index_one_batch_of_two_series_derives_the_study(archive: Callable[..., Receipt]) -> None:
+    study_uid, mr, ct = generate_uid(), generate_uid(), generate_uid()
+    ids = [archive(modality="MR", study_uid=study_uid, series_uid=mr).pk]
+    ids += [archive(modality="CT", study_uid=study_uid, series_uid=ct, instance_number=n).pk for n in (1, 2)]
+    ids += [archive(modality="sr", study_uid=study_uid).pk]  # upper-cased before the modalities are listed
+    result = receipts_index(receipt_ids=ids)
+    assert result.studies == [study_uid]
+    study = Study.objects.get(study_instance_uid=study_uid)
+    assert (study.number_of_series, study.number_of_instances, study.modalities_in_study) == (3, 4, "CT\\MR\\SR")
+    counts = dict(Series.objects.filter(study=study).values_list("series_instance_uid", "number_of_instances"))
+    assert (counts[mr], counts[ct]) == (1, 2)
+
+
+def test_builds_are_queued_once_per_series_burst_for_every_series_of_a_batch(
+    archive: Callable[..., Receipt],
+    events: Any,
+    django_capture_on_commit_callbacks: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from noctis_pro.pacs import metadata
+
+    queued: list[tuple[str, str]] = []
+    # The broker is the boundary here: record what would be sent to it.
+    monkeypatch.setattr(tasks.series_thumbnail, "apply_async", lambda args, **kw: queued.append(("png", *args)))
+    monkeypatch.setattr(metadata.series_metadata, "apply_async", lambda args, **kw: queued.append(("json", *args)))
+    study_uid, first, second = generate_uid(), generate_uid(), generate_uid()
+    for n in (1, 2):  # two batches of the same two series
+        with django_capture_on_commit_callbacks(execute=True):
+            receipts_index(
+                receipt_ids=[
+                    archive(study_uid=study_uid, series_uid=first, instance_number=n).pk,
+                    archive(study_uid=study_uid, series_uid=second, instance_number=n).pk,
+                ]
+            )
+    assert sorted(queued) == sorted([("png", first), ("json", first), ("png", second), ("json", second)])
+    mine = [e for e in _messages(events, 1.0) if e.get("study_instance_uid") == study_uid]
+    assert [e["number_of_instances"] for e in mine] == [2, 4]  # every batch is announced, in order
