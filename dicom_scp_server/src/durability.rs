@@ -1,8 +1,14 @@
 //! The durability barrier for new instances: stores wait here, in groups (group commit), to have their
-//! receipt recorded and their file moved into place. One pass of the barrier, for every store waiting:
-//! BEGIN + ONE receipt INSERT (sent together, while the temp files' fsyncs finish) → create missing
-//! study/series folders (fsync their parents) → rename into place → fsync each distinct series folder
-//! once → COMMIT → answer each store.
+//! receipt recorded and their file made durable in place. One pass of the barrier, for every store
+//! waiting: BEGIN + ONE receipt INSERT, sent while the files' fsyncs and the fsync of each distinct
+//! series folder run → COMMIT → answer each store.
+//!
+//! A new instance arrives here already renamed into place (`PlaceRequest::early`: store.rs renames it,
+//! without replacing anything, under its SOP Instance UID's lock, before its fsync has finished), so
+//! the folder's fsync runs beside the file's instead of after it. A file renamed early but never
+//! committed is a file without a receipt, which was never acknowledged, like one left by a crash. An
+//! instance whose path is taken (a resend, a leftover) comes as before, still a temp file: it is renamed
+//! in the pass, after the INSERT, and its folder fsynced then.
 //!
 //! Each store gets success only after its file was fsynced before the rename, its folder entry fsynced
 //! after it, and its receipt row committed after both. Up to PASSES_IN_FLIGHT passes run at once; while
@@ -45,8 +51,11 @@ pub struct PlaceRequest {
     /// Where it goes (`STORAGE_ROOT/<Study>/<Series>/<SOP>.dcm`).
     pub final_path: PathBuf,
     pub receipt: NewReceipt,
-    /// Nothing is renamed before this has finished without error.
+    /// The fsync of the file's data; no receipt is committed before it has finished without error.
     pub synced: Synced,
+    /// Already renamed to `final_path` (its folder not yet fsynced). The pass removes it again if the
+    /// store fails, and renames it back to `temp` if the SOP Instance UID turns out to have a receipt.
+    pub early: bool,
 }
 
 /// How a store left the barrier.
@@ -146,51 +155,148 @@ fn unavailable(reason: &str) -> StoreError {
     StoreError::Receipt(ReceiptError::Unavailable(reason.to_string()))
 }
 
-/// One whole pass for these stores: INSERT (uncommitted) while their fsyncs finish, move into place,
-/// COMMIT, then the answers.
+/// One whole pass for these stores: INSERT (uncommitted) while the fsyncs of their files and folders
+/// finish, move the late ones into place, COMMIT, then the answers.
 pub async fn barrier_pass(db: &Db, mut jobs: Vec<Job>) {
     let t = Instant::now();
     let count = jobs.len();
     let rows: Vec<NewReceipt> = jobs.iter().map(|(r, _)| r.receipt.clone()).collect();
     let handles: Vec<Synced> = jobs.iter_mut().map(|(r, _)| r.synced.take()).collect();
-    let (opened, synced) = tokio::join!(receipt::receipts_insert_open(db, &rows), fsyncs_wait(handles));
+    let early_folders: BTreeSet<PathBuf> = jobs
+        .iter()
+        .filter(|(r, _)| r.early)
+        .filter_map(|(r, _)| r.final_path.parent().map(Path::to_path_buf))
+        .collect();
+    let folders_synced = async move {
+        if early_folders.is_empty() {
+            return Vec::new();
+        }
+        tokio::task::spawn_blocking(move || {
+            early_folders
+                .into_iter()
+                .map(|folder| {
+                    let synced = dir_sync(&folder).map_err(|e| e.to_string());
+                    (folder, synced)
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default()
+    };
+    let (opened, synced, folders) = tokio::join!(
+        receipt::receipts_insert_open(db, &rows),
+        fsyncs_wait(handles),
+        folders_synced
+    );
+    let opened_us = t.elapsed().as_micros() as u64;
     let mut batch = match opened {
         Ok(batch) => batch,
         Err(e) => {
-            // Nothing was moved: the temp files stay their stores' (removed when they fail).
+            // Late stores' temp files stay theirs (removed when they fail); early ones are taken out.
             let reason = e.to_string();
+            let early: Vec<PathBuf> = jobs
+                .iter()
+                .filter(|(r, _)| r.early)
+                .map(|(r, _)| r.final_path.clone())
+                .collect();
+            files_remove_blocking(early).await;
             for (_, answer) in jobs {
                 let _ = answer.send(Err(unavailable(&reason)));
             }
             return;
         }
     };
+    let folder_problem = |path: &Path| -> Option<String> {
+        let parent = path.parent()?;
+        folders
+            .iter()
+            .find(|(f, _)| f == parent)
+            .and_then(|(_, r)| r.as_ref().err().cloned())
+            .or_else(|| (!folders.iter().any(|(f, _)| f == parent)).then(|| "folder not fsynced".to_string()))
+    };
 
     let mut withdraw: Vec<i64> = vec![];
+    let mut to_remove: Vec<PathBuf> = vec![];
+    let mut to_return: Vec<(Job, Duration)> = vec![];
     let mut to_move: Vec<(Job, Duration)> = Vec::with_capacity(count);
+    let mut moved = Vec::with_capacity(count);
     for ((request, answer), fsync) in jobs.into_iter().zip(synced) {
         let id = batch.ids.get(&request.receipt.sop_instance_uid).copied();
-        match (fsync, id) {
-            (Err(e), _) => {
-                withdraw.extend(id);
-                let _ = answer.send(Err(StoreError::Io {
-                    context: "fsync temp file",
-                    source: e,
-                }));
+        let failure = match (&fsync, request.early) {
+            (Err(e), _) => Some(StoreError::Io {
+                context: "fsync temp file",
+                source: std::io::Error::new(e.kind(), e.to_string()),
+            }),
+            (Ok(_), true) => folder_problem(&request.final_path).map(|e| StoreError::Io {
+                context: "fsync series folder",
+                source: std::io::Error::other(e),
+            }),
+            (Ok(_), false) => None,
+        };
+        let fsync = fsync.unwrap_or_default();
+        if let Some(failure) = failure {
+            withdraw.extend(id);
+            if request.early {
+                to_remove.push(request.final_path.clone());
             }
-            // Known SOP Instance UID: not ours to move; the store decides (duplicate, keep, overwrite).
-            (Ok(fsync), None) => {
+            let _ = answer.send(Err(failure));
+            continue;
+        }
+        match (id, request.early) {
+            // Known SOP Instance UID: not ours to place; the store decides (duplicate, keep, overwrite).
+            (None, true) => to_return.push(((request, answer), fsync)),
+            (None, false) => {
                 let _ = answer.send(Ok(Placed {
                     receipt_id: None,
                     renamed: false,
                     fsync,
                 }));
             }
-            (Ok(fsync), Some(_)) => to_move.push(((request, answer), fsync)),
+            (Some(_), true) => moved.push(Moved {
+                request,
+                answer,
+                renamed: true,
+                fsync,
+            }),
+            (Some(_), false) => to_move.push(((request, answer), fsync)),
+        }
+    }
+    if !to_remove.is_empty() {
+        files_remove_blocking(to_remove).await;
+    }
+    if !to_return.is_empty() {
+        let moves: Vec<(PathBuf, PathBuf)> = to_return
+            .iter()
+            .map(|((r, _), _)| (r.final_path.clone(), r.temp.clone()))
+            .collect();
+        let returned = tokio::task::spawn_blocking(move || {
+            moves
+                .iter()
+                .map(|(final_path, temp)| fs::rename(final_path, temp).map_err(|e| e.to_string()))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        for (i, ((request, answer), fsync)) in to_return.into_iter().enumerate() {
+            let answer_with = match returned.get(i) {
+                Some(Ok(())) => Ok(Placed {
+                    receipt_id: None,
+                    renamed: false,
+                    fsync,
+                }),
+                problem => {
+                    let reason = problem.and_then(|r| r.clone().err()).unwrap_or_default();
+                    files_remove_blocking(vec![request.final_path]).await;
+                    Err(StoreError::Io {
+                        context: "move back from place",
+                        source: std::io::Error::other(reason),
+                    })
+                }
+            };
+            let _ = answer.send(answer_with);
         }
     }
 
-    let mut moved = Vec::with_capacity(to_move.len());
     if !to_move.is_empty() {
         let moves: Vec<(PathBuf, PathBuf, String)> = to_move
             .iter()
@@ -223,6 +329,7 @@ pub async fn barrier_pass(db: &Db, mut jobs: Vec<Job>) {
         }
     }
 
+    let moved_us = t.elapsed().as_micros() as u64;
     let mut committed = Ok(());
     if !withdraw.is_empty() {
         committed = batch.withdraw(&withdraw).await;
@@ -249,7 +356,7 @@ pub async fn barrier_pass(db: &Db, mut jobs: Vec<Job>) {
                 .map(|m| m.request.final_path.clone())
                 .collect();
             // No receipt, no file: take back every file of the pass before anyone hears of it.
-            let _ = tokio::task::spawn_blocking(move || files_remove(&renamed)).await;
+            files_remove_blocking(renamed).await;
             for m in moved {
                 let _ = m.answer.send(Err(unavailable(&reason)));
             }
@@ -257,9 +364,70 @@ pub async fn barrier_pass(db: &Db, mut jobs: Vec<Job>) {
     }
     tracing::debug!(
         stores = count,
+        opened_us,
+        moved_us,
         us = t.elapsed().as_micros() as u64,
         "barrier pass committed"
     );
+}
+
+async fn files_remove_blocking(paths: Vec<PathBuf>) {
+    if paths.is_empty() {
+        return;
+    }
+    let _ = tokio::task::spawn_blocking(move || files_remove(&paths)).await;
+}
+
+/// Rename a freshly written temp file to its final path unless something is there already (then
+/// `Ok(false)`, and the temp file stays: the barrier places it the careful way). Creates the study and
+/// series folders first. Only under the SOP Instance UID's lock (store.rs).
+pub fn file_place_early(temp: &Path, final_path: &Path) -> std::io::Result<bool> {
+    folders_create(final_path)?;
+    match rename_noreplace(temp, final_path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        // A file system without RENAME_NOREPLACE: the careful way for every instance.
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EINVAL) | Some(libc::ENOSYS) | Some(libc::EOPNOTSUPP)
+            ) =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// rename(2) that fails with EEXIST instead of replacing (Linux renameat2 RENAME_NOREPLACE).
+fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::ffi::CString;
+        use std::os::unix::ffi::OsStrExt;
+        let from = CString::new(from.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+        let to = CString::new(to.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+        // SAFETY: both are NUL-terminated strings that outlive the call.
+        let rc = unsafe {
+            libc::renameat2(
+                libc::AT_FDCWD,
+                from.as_ptr(),
+                libc::AT_FDCWD,
+                to.as_ptr(),
+                libc::RENAME_NOREPLACE,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (from, to);
+        Err(std::io::Error::from_raw_os_error(libc::ENOSYS))
+    }
 }
 
 /// Rename each `(temp, final, sha256)` into place (unless the file there already has this content),

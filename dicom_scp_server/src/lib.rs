@@ -26,3 +26,4 @@ pub mod scu;
 pub mod server;
 pub mod status;
 pub mod store;
+pub mod temp_file;

@@ -1,15 +1,16 @@
 //! Durable storage of one C-STORE, in a fixed order:
 //! stream to STORAGE_ROOT/.incoming (Part-10: preamble, DICM, file meta from the command, then the data
-//! set bytes exactly as received, written and hashed by a blocking writer thread while the association
-//! reads on) → fsync, while the identifying UIDs are parsed and validated → (durability.rs, grouped with
-//! concurrent stores) receipt INSERT in an open transaction, while the fsync finishes → create
-//! study/series folders (fsync their parents) → rename into `<StudyUID>/<SeriesUID>/<SOPInstanceUID>.dcm`
-//! → fsync the folder → COMMIT → only then success. Nothing is renamed before the fsync has finished.
+//! set bytes exactly as received, written with O_DIRECT and hashed by a blocking writer thread while the
+//! association reads on; temp_file.rs) → fsync, while the identifying UIDs are parsed from the bytes kept
+//! in memory and validated → create study/series folders (fsync their parents) and rename into
+//! `<StudyUID>/<SeriesUID>/<SOPInstanceUID>.dcm` when nothing is there → (durability.rs, grouped with
+//! concurrent stores) receipt INSERT in an open transaction while the file's fsync and the folder's fsync
+//! finish → COMMIT → only then success. No receipt is committed before both fsyncs have finished.
 //! A SOP Instance UID that already has a receipt (its INSERT conflicts) is looked up and handled here:
 //! duplicate, keep the first, or overwrite.
-//! Every failure leaves nothing behind: the temp file goes, and a freshly renamed file goes if its
-//! receipt cannot be committed.
-
+//! Every failure leaves nothing behind: the temp file goes, and a file renamed into place goes if its
+//! receipt cannot be committed. A crash can leave a file without a receipt, never acknowledged: a resend
+//! replaces it.
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::{Read, Seek, SeekFrom};
@@ -22,13 +23,13 @@ use dicom_dictionary_std::tags;
 use dicom_object::mem::InMemDicomObject;
 use dicom_object::OpenFileOptions;
 use sha2::{Digest, Sha256};
-use std::io::Write;
 use tokio::sync::mpsc;
 
 use crate::config::OnConflict;
 use crate::durability::{self, Barrier, PlaceRequest};
 use crate::error::{StoreError, UidError};
 use crate::receipt::{self, Db, NewReceipt};
+use crate::temp_file::{AlignedPool, TempWriter};
 
 pub const MAX_UID_LENGTH: usize = 64;
 pub const INCOMING_DIR: &str = ".incoming";
@@ -255,6 +256,7 @@ pub struct Storage {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     counter: AtomicU64,
     buffers: Arc<BufferPool>,
+    aligned: Arc<AlignedPool>,
 }
 
 /// Reusable PDV buffers: the association reads PDV data into one, the temp file writer gives it back.
@@ -295,19 +297,18 @@ impl BufferPool {
 /// Fragments of a data set in flight to the writer; bounded so a slow disk slows the sender (TCP
 /// back-pressure) instead of filling memory.
 const CHUNKS_IN_FLIGHT: usize = 8;
-/// The writer's buffer: fragments smaller than this are gathered (senders with small PDUs still make large
-/// writes); larger ones, the usual case, go to the file straight from their PDV buffer, uncopied.
-const WRITE_BUFFER: usize = 64 * 1024;
-/// Start the kernel's writeback every this many bytes of a large instance, so its final fsync finds little
-/// left to write. Not smaller: each start is a separate block I/O submission (a VM exit on virtio), and
-/// for typical instances (a 0.5 MB CT slice) one write-out at the fsync measured ~15% more instances/s
-/// over 4 associations than a start every 256 KB, with the same latency over one.
-const WRITEBACK_STEP: u64 = 2 * 1024 * 1024;
+/// The first bytes of each temp file are also kept in memory, so the identity and receipt attributes are
+/// parsed from there instead of read back from the file (which, written with O_DIRECT, is not in the page
+/// cache). Enough for the attributes before the pixel data of nearly every instance; the rest are read
+/// from the file.
+const HEAD_KEPT: usize = 64 * 1024;
 
 /// What the writer thread returns once the data set is complete: the file, not yet fsynced.
 struct Written {
     file: fs::File,
     sha256: String,
+    /// The file's first bytes (up to HEAD_KEPT).
+    head: Vec<u8>,
     /// Time spent writing and hashing.
     busy: Duration,
 }
@@ -385,16 +386,17 @@ impl Incoming {
     }
 }
 
-/// The writer thread: create the temp file, write the file meta then each fragment, hash everything,
-/// start writeback as it goes. Stops at the first error (the association sees the channel closed).
+/// The writer thread: create the temp file, write the file meta then each fragment, hash everything, keep
+/// the head. Stops at the first error (the association sees the channel closed).
 fn temp_write(
     path: PathBuf,
     abandoned: Arc<Mutex<bool>>,
     meta: Vec<u8>,
     mut chunks: mpsc::Receiver<Vec<u8>>,
     buffers: Arc<BufferPool>,
+    aligned: Arc<AlignedPool>,
 ) -> Result<Written, StoreError> {
-    let file = {
+    let mut out = {
         let abandoned = abandoned.lock().unwrap_or_else(|e| e.into_inner());
         if *abandoned {
             return Err(StoreError::Io {
@@ -402,28 +404,20 @@ fn temp_write(
                 source: std::io::Error::other("store abandoned"),
             });
         }
-        fs::File::create(&path).map_err(StoreError::io("create temp file"))?
+        TempWriter::create(&path, true, &aligned).map_err(StoreError::io("create temp file"))?
     };
     let started = Instant::now();
-    let mut out = std::io::BufWriter::with_capacity(WRITE_BUFFER, file);
     let mut hasher = Sha256::new();
-    let mut size = 0u64;
-    let mut writeback_from = 0u64;
-    let mut busy = Duration::ZERO;
-    let mut put = |out: &mut std::io::BufWriter<fs::File>, data: &[u8]| -> Result<(), StoreError> {
-        out.write_all(data).map_err(StoreError::io("write temp file"))?;
+    let mut head = Vec::with_capacity(HEAD_KEPT);
+    let mut put = |out: &mut TempWriter, data: &[u8]| -> Result<(), StoreError> {
+        out.write(data).map_err(StoreError::io("write temp file"))?;
         hasher.update(data);
-        size += data.len() as u64;
-        // What the kernel has (the rest is still in our buffer).
-        let written = size - out.buffer().len() as u64;
-        if written - writeback_from >= WRITEBACK_STEP {
-            writeback_start(out.get_ref(), writeback_from, written - writeback_from);
-            writeback_from = written;
-        }
+        let keep = data.len().min(HEAD_KEPT - head.len());
+        head.extend_from_slice(&data[..keep]);
         Ok(())
     };
     put(&mut out, &meta)?;
-    busy += started.elapsed();
+    let mut busy = started.elapsed();
     while let Some(chunk) = chunks.blocking_recv() {
         let t = Instant::now();
         put(&mut out, &chunk)?;
@@ -431,36 +425,14 @@ fn temp_write(
         busy += t.elapsed();
     }
     let t = Instant::now();
-    let file = out.into_inner().map_err(|e| StoreError::Io {
-        context: "flush temp file",
-        source: e.into_error(),
-    })?;
+    let file = out.finish().map_err(StoreError::io("write temp file"))?;
     busy += t.elapsed();
     Ok(Written {
         file,
         sha256: hex(&hasher.finalize()),
+        head,
         busy,
     })
-}
-
-/// Ask the kernel to start writing a range of the file out now (Linux `sync_file_range`, no waiting).
-/// Only an early start: durability still comes from the fsync before the rename.
-fn writeback_start(file: &fs::File, offset: u64, len: u64) {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::fd::AsRawFd;
-        // SAFETY: a plain syscall on a file descriptor we own; it reads no memory of ours.
-        unsafe {
-            libc::sync_file_range(
-                file.as_raw_fd(),
-                offset as libc::off64_t,
-                len as libc::off64_t,
-                libc::SYNC_FILE_RANGE_WRITE,
-            );
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = (file, offset, len);
 }
 
 impl Storage {
@@ -505,6 +477,7 @@ impl Storage {
             locks: Mutex::new(HashMap::new()),
             counter: AtomicU64::new(0),
             buffers: Arc::new(BufferPool::default()),
+            aligned: Arc::new(AlignedPool::default()),
         })
     }
 
@@ -548,8 +521,9 @@ impl Storage {
         let (tx, rx) = mpsc::channel(CHUNKS_IN_FLIGHT);
         let size = meta.len() as u64;
         let abandoned = Arc::new(Mutex::new(false));
-        let (p, a, buffers) = (path.clone(), abandoned.clone(), self.buffers.clone());
-        let writer = tokio::task::spawn_blocking(move || temp_write(p, a, meta, rx, buffers));
+        let (p, a) = (path.clone(), abandoned.clone());
+        let (buffers, aligned) = (self.buffers.clone(), self.aligned.clone());
+        let writer = tokio::task::spawn_blocking(move || temp_write(p, a, meta, rx, buffers, aligned));
         Ok(Incoming {
             chunks: Some(tx),
             writer: Some(writer),
@@ -569,7 +543,9 @@ impl Storage {
     ) -> Result<(StoreOutcome, NewReceipt, Phases), StoreError> {
         let written = incoming.written().await?;
         incoming.phases.write = written.busy;
-        let Written { file, sha256, .. } = written;
+        let Written {
+            file, sha256, head, ..
+        } = written;
         // fsync runs while the data set is parsed and the earlier receipt looked up; nothing is renamed
         // before it has finished.
         let fsync = tokio::task::spawn_blocking(move || {
@@ -578,10 +554,15 @@ impl Storage {
         });
 
         let t = Instant::now();
-        let temp = incoming.path.clone();
-        let identity = tokio::task::spawn_blocking(move || instance_identity_read(&temp))
-            .await
-            .map_err(|e| StoreError::Decode(e.to_string()))??;
+        let identity = match instance_identity_from_head(&head, incoming.size) {
+            Some(identity) => identity?,
+            None => {
+                let temp = incoming.path.clone();
+                tokio::task::spawn_blocking(move || instance_identity_read(&temp))
+                    .await
+                    .map_err(|e| StoreError::Decode(e.to_string()))??
+            }
+        };
         incoming.phases.parse = t.elapsed();
         let r = incoming.request.clone();
         if identity.sop_instance_uid != r.sop_instance_uid {
@@ -656,16 +637,31 @@ impl Storage {
         receipt: &NewReceipt,
         synced: durability::Synced,
     ) -> Result<Option<StoreOutcome>, StoreError> {
-        // Any file at our path without a receipt is a leftover that was never acknowledged; the barrier
-        // replaces it unless it is this very content.
+        // Renamed now when nothing is at our path, so the folder's fsync runs beside the file's. Any
+        // file already at our path without a receipt is a leftover that was never acknowledged; the
+        // barrier replaces it unless it is this very content.
         let t = Instant::now();
+        let final_path = self.root.join(&receipt.path);
+        let early = if synced.is_some() {
+            let (temp, fin) = (incoming.path.clone(), final_path.clone());
+            tokio::task::spawn_blocking(move || durability::file_place_early(&temp, &fin))
+                .await
+                .map_err(|e| StoreError::Io {
+                    context: "rename into place",
+                    source: std::io::Error::other(e),
+                })?
+                .map_err(StoreError::io("rename into place"))?
+        } else {
+            false
+        };
         let placed = self
             .barrier
             .instance_place(PlaceRequest {
                 temp: incoming.path.clone(),
-                final_path: self.root.join(&receipt.path),
+                final_path,
                 receipt: receipt.clone(),
                 synced,
+                early,
             })
             .await;
         incoming.phases.place += t.elapsed();
@@ -845,6 +841,39 @@ pub fn hex(bytes: &[u8]) -> String {
             let _ = write!(s, "{b:02x}");
             s
         })
+}
+
+/// Identity and receipt attributes from the first bytes of a Part-10 file (`head`, of a file of `size`
+/// bytes); `None` when the head ends before the pixel data does (then read the file).
+pub fn instance_identity_from_head(head: &[u8], size: u64) -> Option<Result<InstanceIdentity, StoreError>> {
+    /// Notes whether the parser asked for bytes past the end of the head.
+    struct EndWatch<'a> {
+        rest: &'a [u8],
+        ended: bool,
+    }
+    impl Read for EndWatch<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.rest.read(buf)?;
+            self.ended |= n == 0 && !buf.is_empty();
+            Ok(n)
+        }
+    }
+    let whole = head.len() as u64 == size;
+    let mut reader = EndWatch {
+        rest: head.get(128..).unwrap_or_default(),
+        ended: false,
+    };
+    let parsed = OpenFileOptions::new()
+        .read_until(tags::PIXEL_DATA)
+        .from_reader(&mut reader);
+    if reader.ended && !whole {
+        return None;
+    }
+    Some(
+        parsed
+            .map_err(|e| StoreError::Decode(e.to_string()))
+            .and_then(|obj| instance_identity(&obj)),
+    )
 }
 
 /// Parse a stored Part-10 file up to the pixel data and read identity and receipt attributes.

@@ -54,16 +54,27 @@ fn group_insert_writes_new_rows_and_skips_known_uids() {
 
 /// A temp file holding `body`, and the receipt for it (its path under `root`, its SHA-256).
 fn new_instance(root: &Path, body: &[u8]) -> PlaceRequest {
+    instance_at(root, body, false)
+}
+
+/// As new_instance; `early`: already renamed into place, as store.rs does when the path is free.
+fn instance_at(root: &Path, body: &[u8], early: bool) -> PlaceRequest {
     let mut receipt = new_receipt();
     receipt.sha256 = common::sha256_hex(body);
     receipt.size_bytes = body.len() as i64;
     let temp = root.join(format!("{}.part", receipt.sop_instance_uid));
     std::fs::write(&temp, body).unwrap();
+    let final_path = root.join(&receipt.path);
+    if early {
+        assert!(durability::file_place_early(&temp, &final_path).unwrap());
+        assert!(final_path.is_file() && !temp.exists());
+    }
     PlaceRequest {
         temp,
-        final_path: root.join(&receipt.path),
+        final_path,
         receipt,
         synced: None,
+        early,
     }
 }
 
@@ -126,10 +137,16 @@ fn concurrent_barrier_places_each_get_their_own_id_and_file() {
 /// of the pass is answered with the error, and none of their files stays.
 #[test]
 fn barrier_pass_whose_insert_fails_fails_every_store_and_leaves_no_file() {
+    for early in [false, true] {
+        insert_fails_leaves_no_file(early);
+    }
+}
+
+fn insert_fails_leaves_no_file(early: bool) {
     let db = Db::new(&db_url(), 2).unwrap();
     let root = tempfile::tempdir().unwrap();
     let mut requests: Vec<PlaceRequest> = (0..3)
-        .map(|i| new_instance(root.path(), format!("instance {i}").as_bytes()))
+        .map(|i| instance_at(root.path(), format!("instance {i}").as_bytes(), early))
         .collect();
     requests[1].receipt.attrs = "not json".into();
     let finals: Vec<PathBuf> = requests.iter().map(|r| r.final_path.clone()).collect();
@@ -154,6 +171,12 @@ fn barrier_pass_whose_insert_fails_fails_every_store_and_leaves_no_file() {
 /// renamed file is removed again, and no row stays.
 #[test]
 fn barrier_pass_whose_commit_fails_fails_every_store_and_leaves_no_file() {
+    for early in [false, true] {
+        commit_fails_leaves_no_file(early);
+    }
+}
+
+fn commit_fails_leaves_no_file(early: bool) {
     let db = Db::new(&db_url(), 2).unwrap();
     let root = tempfile::tempdir().unwrap();
     let marker = format!("FAIL{}", &unique_uid().replace('.', "")[..10]);
@@ -166,7 +189,7 @@ fn barrier_pass_whose_commit_fails_fails_every_store_and_leaves_no_file() {
            DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION {function}();"
     ));
     let mut requests: Vec<PlaceRequest> = (0..3)
-        .map(|i| new_instance(root.path(), format!("instance {i}").as_bytes()))
+        .map(|i| instance_at(root.path(), format!("instance {i}").as_bytes(), early))
         .collect();
     requests[2].receipt.calling_ae = marker.clone();
     let finals: Vec<PathBuf> = requests.iter().map(|r| r.final_path.clone()).collect();
@@ -198,10 +221,16 @@ fn barrier_pass_whose_commit_fails_fails_every_store_and_leaves_no_file() {
 /// others of the pass are stored.
 #[test]
 fn barrier_pass_waits_for_each_fsync_and_withdraws_a_failed_one() {
+    for early in [false, true] {
+        waits_for_each_fsync(early);
+    }
+}
+
+fn waits_for_each_fsync(early: bool) {
     let db = Db::new(&db_url(), 2).unwrap();
     let root = tempfile::tempdir().unwrap();
     let mut requests: Vec<PlaceRequest> = (0..3)
-        .map(|i| new_instance(root.path(), format!("instance {i}").as_bytes()))
+        .map(|i| instance_at(root.path(), format!("instance {i}").as_bytes(), early))
         .collect();
     let finals: Vec<PathBuf> = requests.iter().map(|r| r.final_path.clone()).collect();
     let sops: Vec<String> = requests
@@ -272,6 +301,45 @@ fn barrier_pass_leaves_a_known_instance_alone() {
     assert!(temp.exists(), "the temp file is still the store's");
     let rows = receipts_for(&sop);
     assert_eq!((rows.len(), rows[0].id), (1, id));
+}
+
+/// Renamed early into a free path, but the SOP Instance UID has a receipt (under another series): the
+/// pass renames the file back to its temp name and leaves it to the store, and the path is free again.
+#[test]
+fn barrier_pass_moves_an_early_known_instance_back() {
+    let db = Db::new(&db_url(), 2).unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let first = new_instance(root.path(), b"first");
+    let sop = first.receipt.sop_instance_uid.clone();
+    let answers = pass_answers(&db, vec![first]);
+    let id = answers[0].as_ref().unwrap().receipt_id.expect("new row");
+    let mut again = new_instance(root.path(), b"second, in another series");
+    again.receipt.sop_instance_uid = sop.clone();
+    let (study, series) = (unique_uid(), unique_uid());
+    again.receipt.path = format!("{study}/{series}/{sop}.dcm");
+    again.final_path = root.path().join(&again.receipt.path);
+    assert!(durability::file_place_early(&again.temp, &again.final_path).unwrap());
+    again.early = true;
+    let (temp, final_path) = (again.temp.clone(), again.final_path.clone());
+    let answers = pass_answers(&db, vec![again]);
+    let placed = answers[0].as_ref().unwrap();
+    assert_eq!((placed.receipt_id, placed.renamed), (None, false));
+    assert_eq!(std::fs::read(&temp).unwrap(), b"second, in another series");
+    assert!(!final_path.exists());
+    let rows = receipts_for(&sop);
+    assert_eq!((rows.len(), rows[0].id), (1, id));
+}
+
+/// Early placement never replaces: a taken path leaves the temp file where it is.
+#[test]
+fn early_placement_does_not_replace_a_file() {
+    let root = tempfile::tempdir().unwrap();
+    let first = instance_at(root.path(), b"first", true);
+    let second = root.path().join("second.part");
+    std::fs::write(&second, b"second").unwrap();
+    assert!(!durability::file_place_early(&second, &first.final_path).unwrap());
+    assert_eq!(std::fs::read(&first.final_path).unwrap(), b"first");
+    assert_eq!(std::fs::read(&second).unwrap(), b"second");
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {
