@@ -416,3 +416,17 @@ def test_builds_are_queued_once_per_series_burst_for_every_series_of_a_batch(
     assert sorted(queued) == sorted([("png", first), ("json", first), ("png", second), ("json", second)])
     mine = [e for e in _messages(events, 1.0) if e.get("study_instance_uid") == study_uid]
     assert [e["number_of_instances"] for e in mine] == [2, 4]  # every batch is announced, in order
+
+
+def test_receipts_index_a_retried_batch_indexes_only_what_is_not_indexed_yet(archive: Callable[..., Receipt]) -> None:
+    series_uid = generate_uid()
+    old = [archive(study_uid=SAME_STUDY, series_uid=series_uid, instance_number=n).pk for n in (1, 2)]
+    receipts_index(receipt_ids=old)
+    new = archive(study_uid=SAME_STUDY, series_uid=series_uid, instance_number=3).pk
+
+    result = receipts_index(receipt_ids=[*old, new, 10**12])  # and an id that does not exist
+
+    assert (result.indexed, sorted(result.skipped)) == ([new], sorted([*old, 10**12]))
+    assert Series.objects.get(series_instance_uid=series_uid).number_of_instances == 3
+    attempts = dict(Receipt.objects.filter(pk__in=[*old, new]).values_list("pk", "index_attempts"))
+    assert attempts == {old[0]: 1, old[1]: 1, new: 1}
