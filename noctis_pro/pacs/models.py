@@ -130,8 +130,11 @@ class Series(models.Model):
 
 
 class Instance(models.Model):
-    sop_instance_uid = models.CharField(max_length=UID_LENGTH, unique=True)
-    series = models.ForeignKey(Series, on_delete=models.CASCADE, related_name="instances")
+    # Unique by a constraint, not unique=True: that would add a varchar_pattern_ops (LIKE) index, which no
+    # query uses (UIDs match exactly) and every ingested instance would pay for.
+    sop_instance_uid = models.CharField(max_length=UID_LENGTH)
+    # instance_series_number (series, instance_number) serves lookups by series: no index of its own.
+    series = models.ForeignKey(Series, on_delete=models.CASCADE, related_name="instances", db_index=False)
     sop_class_uid = models.CharField(max_length=UID_LENGTH)
     instance_number = models.IntegerField(null=True, blank=True)
     transfer_syntax_uid = models.CharField(max_length=UID_LENGTH)
@@ -148,6 +151,7 @@ class Instance(models.Model):
     class Meta:
         db_table = "pacs_instance"
         indexes = [models.Index(fields=["series", "instance_number"], name="instance_series_number")]
+        constraints = [models.UniqueConstraint(fields=["sop_instance_uid"], name="instance_sop_instance_uid_key")]
 
     def __str__(self) -> str:
         return self.sop_instance_uid
@@ -161,7 +165,7 @@ class Receipt(models.Model):
     pacs.indexing. Columns are pinned by tests/contracts/receipt.json.
     """
 
-    sop_instance_uid = models.CharField(max_length=UID_LENGTH, unique=True)
+    sop_instance_uid = models.CharField(max_length=UID_LENGTH)  # unique: see Meta (as Instance's)
     sop_class_uid = models.CharField(max_length=UID_LENGTH)
     study_instance_uid = models.CharField(max_length=UID_LENGTH)
     series_instance_uid = models.CharField(max_length=UID_LENGTH)
@@ -183,6 +187,7 @@ class Receipt(models.Model):
         indexes = [
             models.Index(fields=["received_at"], condition=Q(indexed_at=None), name="receipt_pending"),
         ]
+        constraints = [models.UniqueConstraint(fields=["sop_instance_uid"], name="receipt_sop_instance_uid_key")]
 
     def __str__(self) -> str:
         return f"receipt {self.pk} {self.sop_instance_uid}"
