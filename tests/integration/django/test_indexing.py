@@ -430,3 +430,22 @@ def test_receipts_index_a_retried_batch_indexes_only_what_is_not_indexed_yet(arc
     assert Series.objects.get(series_instance_uid=series_uid).number_of_instances == 3
     attempts = dict(Receipt.objects.filter(pk__in=[*old, new]).values_list("pk", "index_attempts"))
     assert attempts == {old[0]: 1, old[1]: 1, new: 1}
+
+
+def test_receipts_index_new_rows_get_the_model_defaults_and_a_later_batch_updates_them(
+    archive: Callable[..., Receipt],
+) -> None:
+    study_uid, series_uid = generate_uid(), generate_uid()
+    receipts_index(receipt_ids=[archive(study_uid=study_uid, series_uid=series_uid, StudyDescription="First").pk])
+    study = Study.objects.select_related("patient").get(study_instance_uid=study_uid)
+    assert (study.status, study.priority, study.facility_id, study.assigned_to_id) == ("unread", "routine", None, None)
+    assert study.received_at is not None
+    assert study.patient.created_at is not None
+    series = Series.objects.get(series_instance_uid=series_uid)
+    assert (series.thumbnail, series.number_of_instances) == ("", 1)
+
+    later = archive(study_uid=study_uid, series_uid=series_uid, instance_number=2, StudyDescription="Second")
+    receipts_index(receipt_ids=[later.pk])
+    again = Study.objects.get(pk=study.pk)
+    assert (again.study_description, again.received_at, again.number_of_instances) == ("Second", study.received_at, 2)
+    assert again.updated_at > study.updated_at
