@@ -10,6 +10,12 @@ Both peers get the same conditions: the same files (generated up front, already 
 and a quiet stack before each run, and nothing deleted until the end. Deleting thousands of files just before a
 run is not neutral on this filesystem (ext4 without a journal skips inodes freed in the last minutes, scanning
 past them on every file creation), so whoever ran after a deletion would pay for it.
+
+A single run says little on a shared VM: storescp's own rate has been seen to vary fourfold between runs minutes
+apart (its page-cache writes cost whatever fresh guest memory costs at the time). So each association count
+runs `--rounds` rounds (default 3) of both peers, the order alternating from round to round (storescp first,
+then NoctisPro first, ...), each round with a new study for the SCP; the ratio reported is the median of the
+rounds' ratios, with every round's figures printed beside it.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import os
 import resource
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -222,49 +229,79 @@ def cpu_line(run: Run, n: int) -> str:
     return " ".join(f"{name}={ms:.2f}" for ms, name in parts)
 
 
+@dataclass
+class Round:
+    associations: int
+    ours: Run
+    peer: Run
+    lag: float
+
+    @property
+    def ratio(self) -> float:
+        return self.peer.seconds / self.ours.seconds
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--instances", type=int, default=2000)
     parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of both peers per association count")
+    parser.add_argument("--associations", type=int, nargs="+", default=[1, 4])
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="noctis-bench-", dir=ROOT / "var" if (ROOT / "var").exists() else None))
     n = args.instances
-    print(f"generating 2 x {n} CT instances of {args.size}x{args.size}x16 bit ...", flush=True)
-    # One study per association count (the SCP must see new instances each time); storescp gets the same files.
-    series = {a: ct_series(work / f"data-{a}", n, size=args.size) for a in (1, 4)}
-    megabytes = sum(f.stat().st_size for f in series[1]) / 1e6
+    plan = [(a, r) for a in args.associations for r in range(args.rounds)]
+    print(f"generating {len(plan)} x {n} CT instances of {args.size}x{args.size}x16 bit ...", flush=True)
+    # A new study for every round (the SCP must see new instances each time); storescp gets the same files.
+    series = {(a, r): ct_series(work / f"data-{a}-{r}", n, size=args.size) for a, r in plan}
+    megabytes = sum(f.stat().st_size for f in series[plan[0]]) / 1e6
     from pydicom import dcmread
 
-    results = []
+    rounds: list[Round] = []
     try:
         stack = stack_launch(work, timeout=300)
         try:
             env = stack.env
-            for associations, files in series.items():
-                peer = storescp_run(files, associations=associations, workdir=work)
+            for (associations, r), files in series.items():
+                peer_first = r % 2 == 0
+                if peer_first:
+                    peer = storescp_run(files, associations=associations, workdir=work / f"r{r}")
                 ours = scp_run(files, associations=associations, env=env, root_pid=stack.proc.pid)
                 study_uid = dcmread(files[0], stop_before_pixels=True).StudyInstanceUID
                 lag = index_lag(env["DATABASE_URL"], study_uid, len(files))
-                results.append((associations, ours, peer, lag))
+                if not peer_first:
+                    peer = storescp_run(files, associations=associations, workdir=work / f"r{r}")
+                rounds.append(Round(associations, ours, peer, lag))
+                order = "storescp first" if peer_first else "NoctisPro first"
+                print(
+                    f"  {associations} assoc round {r + 1} ({order}): NoctisPro {n / ours.seconds:.0f}/s, "
+                    f"storescp {n / peer.seconds:.0f}/s, ratio {peer.seconds / ours.seconds:.2f}",
+                    flush=True,
+                )
         finally:
             stack.stop()
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"\n{n} instances, {megabytes:.0f} MB, storescu -> 127.0.0.1 (TCP_NODELAY=1)")
-    header = ("assoc", "NoctisPro inst/s", "MB/s", "storescp inst/s", "MB/s", "ratio", "index lag")
-    print("{:>5} {:>17} {:>7} {:>16} {:>7} {:>6} {:>10}".format(*header))
-    for associations, ours, peer, lag in results:
+    print(f"\n{n} instances ({megabytes:.0f} MB) per run, storescu -> 127.0.0.1 (TCP_NODELAY=1), {args.rounds} rounds")
+    header = ("assoc", "NoctisPro inst/s", "MB/s", "storescp inst/s", "MB/s", "ratio", "rounds' ratios", "index lag")
+    print("{:>5} {:>17} {:>7} {:>16} {:>7} {:>6}  {:<18} {:>10}".format(*header))
+    for associations in args.associations:
+        mine = [r for r in rounds if r.associations == associations]
+        ours_s = statistics.median(r.ours.seconds for r in mine)
+        peer_s = statistics.median(r.peer.seconds for r in mine)
+        ratios = " ".join(f"{r.ratio:.2f}" for r in mine)
         print(
-            f"{associations:>5} {n / ours.seconds:>17.0f} {megabytes / ours.seconds:>7.1f} "
-            f"{n / peer.seconds:>16.0f} {megabytes / peer.seconds:>7.1f} "
-            f"{peer.seconds / ours.seconds:>6.2f} {lag:>9.2f}s"
+            f"{associations:>5} {n / ours_s:>17.0f} {megabytes / ours_s:>7.1f} {n / peer_s:>16.0f} "
+            f"{megabytes / peer_s:>7.1f} {statistics.median(r.ratio for r in mine):>6.2f}  {ratios:<18} "
+            f"{max(r.lag for r in mine):>9.2f}s"
         )
-    print("ratio = NoctisPro rate / storescp rate (NoctisPro: fsync + receipt + index; storescp: files only, no fsync)")
-    print("index lag = last C-STORE response -> last instance indexed")
+    print("rates: medians of the rounds; ratio = median of the rounds' NoctisPro rate / storescp rate")
+    print("(NoctisPro: fsync + receipt + index; storescp: files only, no fsync)")
+    print("index lag = last C-STORE response -> last instance indexed (the worst round)")
     print("\nCPU ms per instance during each run (2 cores shared by all):")
-    for associations, ours, peer, _ in results:
-        print(f"  {associations} assoc NoctisPro: {cpu_line(ours, n)}")
-        print(f"  {associations} assoc storescp:  {cpu_line(peer, n)}")
+    for r in rounds:
+        print(f"  {r.associations} assoc NoctisPro: {cpu_line(r.ours, n)}")
+        print(f"  {r.associations} assoc storescp:  {cpu_line(r.peer, n)}")
     return 0
 
 

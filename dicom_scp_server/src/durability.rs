@@ -44,8 +44,10 @@ pub const PASS_MAX: usize = 128;
 /// after its INSERT; with one in flight the batches were larger but every store waited longer).
 pub const PASSES_IN_FLIGHT: usize = 2;
 
+/// A running fsync: how long it took, or why it failed.
+pub type SyncHandle = tokio::task::JoinHandle<std::io::Result<Duration>>;
 /// The fsync of a temp file, still running (None: already durable).
-pub type Synced = Option<tokio::task::JoinHandle<std::io::Result<Duration>>>;
+pub type Synced = Option<SyncHandle>;
 
 /// A new instance to record and move into place.
 pub struct PlaceRequest {

@@ -23,7 +23,7 @@ use dicom_dictionary_std::tags;
 use dicom_object::mem::InMemDicomObject;
 use dicom_object::OpenFileOptions;
 use sha2::{Digest, Sha256};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::config::OnConflict;
 use crate::durability::{self, Barrier, PlaceRequest};
@@ -303,9 +303,8 @@ const CHUNKS_IN_FLIGHT: usize = 8;
 /// from the file.
 const HEAD_KEPT: usize = 64 * 1024;
 
-/// What the writer thread returns once the data set is complete: the file, not yet fsynced.
+/// What the writer thread says once the data set is complete (it goes on to fsync the file).
 struct Written {
-    file: fs::File,
     sha256: String,
     /// The file's first bytes (up to HEAD_KEPT).
     head: Vec<u8>,
@@ -317,7 +316,10 @@ struct Written {
 /// fragment while the association reads the next. Dropping it (failure, abort) removes the temp file.
 pub struct Incoming {
     chunks: Option<mpsc::Sender<Vec<u8>>>,
-    writer: Option<tokio::task::JoinHandle<Result<Written, StoreError>>>,
+    /// The writer's word once the data set is written (or why it could not be).
+    ready: Option<oneshot::Receiver<Result<Written, StoreError>>>,
+    /// The writer itself, which then fsyncs the file: its result is the fsync's.
+    writer: Option<durability::SyncHandle>,
     path: PathBuf,
     size: u64,
     request: StoreRequest,
@@ -354,7 +356,7 @@ impl Incoming {
         }
         // The writer stopped early: it failed. Its error is the one to report.
         self.chunks = None;
-        match self.written().await {
+        match self.written().await.map(|(written, _)| written) {
             Err(e) => Err(e),
             Ok(_) => Err(StoreError::Io {
                 context: "write temp file",
@@ -363,17 +365,17 @@ impl Incoming {
         }
     }
 
-    /// Close the fragment channel and wait for the writer to finish.
-    async fn written(&mut self) -> Result<Written, StoreError> {
+    /// Close the fragment channel and wait for the writer to have written everything; its fsync, started
+    /// then by the same thread (no hand-over to another), is the returned handle.
+    async fn written(&mut self) -> Result<(Written, durability::SyncHandle), StoreError> {
         self.chunks = None;
-        let writer = self.writer.take().ok_or_else(|| StoreError::Io {
+        let closed = || StoreError::Io {
             context: "write temp file",
-            source: std::io::Error::other("already closed"),
-        })?;
-        writer.await.map_err(|e| StoreError::Io {
-            context: "write temp file",
-            source: std::io::Error::other(e),
-        })?
+            source: std::io::Error::other("writer stopped"),
+        };
+        let (ready, writer) = self.ready.take().zip(self.writer.take()).ok_or_else(closed)?;
+        let written = ready.await.map_err(|_| closed())??;
+        Ok((written, writer))
     }
 
     pub fn request(&self) -> &StoreRequest {
@@ -386,16 +388,44 @@ impl Incoming {
     }
 }
 
-/// The writer thread: create the temp file, write the file meta then each fragment, hash everything, keep
-/// the head. Stops at the first error (the association sees the channel closed).
+/// The writer thread: write the temp file (temp_fill), say so on `ready`, then fsync it; the fsync's
+/// result is the thread's.
 fn temp_write(
     path: PathBuf,
     abandoned: Arc<Mutex<bool>>,
     meta: Vec<u8>,
+    chunks: mpsc::Receiver<Vec<u8>>,
+    pools: (Arc<BufferPool>, Arc<AlignedPool>),
+    ready: oneshot::Sender<Result<Written, StoreError>>,
+) -> std::io::Result<Duration> {
+    let file = match temp_fill(path, abandoned.clone(), meta, chunks, pools) {
+        Ok((file, written)) => {
+            let _ = ready.send(Ok(written));
+            file
+        }
+        Err(e) => {
+            let reason = e.to_string();
+            let _ = ready.send(Err(e));
+            return Err(std::io::Error::other(reason));
+        }
+    };
+    // A store given up on (its file removed) needs no fsync.
+    if *abandoned.lock().unwrap_or_else(|e| e.into_inner()) {
+        return Err(std::io::Error::other("store abandoned"));
+    }
+    let t = Instant::now();
+    file.sync_all().map(|()| t.elapsed())
+}
+
+/// Create the temp file, write the file meta then each fragment, hash everything, keep the head. Stops at
+/// the first error (the association sees the channel closed).
+fn temp_fill(
+    path: PathBuf,
+    abandoned: Arc<Mutex<bool>>,
+    meta: Vec<u8>,
     mut chunks: mpsc::Receiver<Vec<u8>>,
-    buffers: Arc<BufferPool>,
-    aligned: Arc<AlignedPool>,
-) -> Result<Written, StoreError> {
+    (buffers, aligned): (Arc<BufferPool>, Arc<AlignedPool>),
+) -> Result<(fs::File, Written), StoreError> {
     let mut out = {
         let abandoned = abandoned.lock().unwrap_or_else(|e| e.into_inner());
         if *abandoned {
@@ -427,12 +457,12 @@ fn temp_write(
     let t = Instant::now();
     let file = out.finish().map_err(StoreError::io("write temp file"))?;
     busy += t.elapsed();
-    Ok(Written {
-        file,
+    let written = Written {
         sha256: hex(&hasher.finalize()),
         head,
         busy,
-    })
+    };
+    Ok((file, written))
 }
 
 impl Storage {
@@ -522,10 +552,12 @@ impl Storage {
         let size = meta.len() as u64;
         let abandoned = Arc::new(Mutex::new(false));
         let (p, a) = (path.clone(), abandoned.clone());
-        let (buffers, aligned) = (self.buffers.clone(), self.aligned.clone());
-        let writer = tokio::task::spawn_blocking(move || temp_write(p, a, meta, rx, buffers, aligned));
+        let pools = (self.buffers.clone(), self.aligned.clone());
+        let (ready_tx, ready) = oneshot::channel();
+        let writer = tokio::task::spawn_blocking(move || temp_write(p, a, meta, rx, pools, ready_tx));
         Ok(Incoming {
             chunks: Some(tx),
+            ready: Some(ready),
             writer: Some(writer),
             path,
             size,
@@ -541,17 +573,11 @@ impl Storage {
         &self,
         mut incoming: Incoming,
     ) -> Result<(StoreOutcome, NewReceipt, Phases), StoreError> {
-        let written = incoming.written().await?;
+        // The writer fsyncs the file while the data set is parsed, the file renamed into place and the
+        // receipt inserted; nothing is committed before the fsync has finished.
+        let (written, fsync) = incoming.written().await?;
         incoming.phases.write = written.busy;
-        let Written {
-            file, sha256, head, ..
-        } = written;
-        // fsync runs while the data set is parsed and the earlier receipt looked up; nothing is renamed
-        // before it has finished.
-        let fsync = tokio::task::spawn_blocking(move || {
-            let t = Instant::now();
-            file.sync_all().map(|()| t.elapsed())
-        });
+        let Written { sha256, head, .. } = written;
 
         let t = Instant::now();
         let identity = match instance_identity_from_head(&head, incoming.size) {
