@@ -82,11 +82,12 @@ def instance_metadata(path: Path, *, bulk_data_uri: BulkDataUri) -> dict[str, An
     Read by `_fast_instance_metadata` straight from the file's bytes (no pydicom objects), which gives the JSON
     `instance_metadata_pydicom` gives for the files it knows (little endian, default, Latin-1 or UTF-8 character
     set, well-formed values); anything else it meets (see `_Unusual`) sends the file to `instance_metadata_pydicom`.
+    So does any error of the fast reader (a truncated file, a bug): it may cost time, never another answer or error.
     """
     with path.open("rb") as stream:
         try:
             return _fast_instance_metadata(stream, bulk_data_uri)
-        except (_Unusual, struct.error, IndexError, ValueError, KeyError, TypeError, OverflowError):
+        except Exception:  # _Unusual, or a file pydicom reads (or rejects) its own way
             stream.seek(0)
         return _pydicom_instance_metadata(stream, bulk_data_uri)
 
@@ -222,7 +223,7 @@ _KNOWN_VRS = _LONG_LENGTH_VRS | frozenset(
 _CHARSETS = {"": "latin_1", "ISO_IR 100": "latin_1", "ISO_IR 192": "utf_8"}
 _NUMBER_FORMATS = {"US": "H", "SS": "h", "UL": "L", "SL": "l", "FL": "f", "FD": "d", "SV": "q", "UV": "Q"}
 _NUMBER_SIZES = {vr: struct.calcsize("<" + code) for vr, code in _NUMBER_FORMATS.items()}
-_MULTI_STRING_VRS = frozenset({"AS", "CS", "DA", "DT", "TM", "UI"})  # values.multi_string: rstrip, split
+_MULTI_STRING_VRS = frozenset({"AS", "CS", "DA", "DT", "TM"})  # values.multi_string: rstrip, split
 _TEXT_VRS = frozenset({"SH", "LO", "UC"})  # values.convert_text: split, rstrip each
 _SINGLE_TEXT_VRS = frozenset({"ST", "LT", "UT"})  # values.convert_single_string: never split
 _DS = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
@@ -479,6 +480,9 @@ class _FastReader:
         if vr in _MULTI_STRING_VRS:
             text = value.decode("latin_1").rstrip(" \x00")
             return text.split("\\") if text else None
+        if vr == "UI":  # values.convert_UI, then uid.UID strips each value
+            parts = [part.strip() for part in value.decode("latin_1").rstrip(" \x00").split("\\")]
+            return None if len(parts) == 1 and not parts[0] else parts
         if vr in _NUMBER_FORMATS:
             size = _NUMBER_SIZES[vr]
             if len(value) % size:
@@ -568,7 +572,7 @@ def _fast_instance_metadata(stream: BinaryIO, bulk_data_uri: BulkDataUri) -> dic
             if length == UNDEFINED_LENGTH:
                 raise _Unusual("undefined length in the file meta")
             if element == 0x0010:
-                syntax = data[position : position + length].decode("latin_1").rstrip("\x00 ")
+                syntax = data[position : position + length].decode("latin_1").rstrip("\x00 ").strip()
             position += length
         implicit = _syntax_is_implicit(syntax) if syntax else None
         if implicit is None or position + 8 > len(data):
