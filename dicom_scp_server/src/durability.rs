@@ -1,12 +1,12 @@
 //! The durability barrier for new instances: stores wait here, in groups (group commit), to have their
 //! receipt recorded and their file made durable in place. One pass of the barrier, for every store
-//! waiting: BEGIN + ONE receipt INSERT, sent while the files' fsyncs and the fsync of each distinct
-//! series folder run → COMMIT → answer each store.
+//! waiting: BEGIN + ONE receipt INSERT, sent while each distinct series folder is fsynced (and any file
+//! fsync still running finishes) → COMMIT → answer each store.
 //!
-//! A new instance arrives here already renamed into place (`PlaceRequest::early`: store.rs renames it,
-//! without replacing anything, under its SOP Instance UID's lock, before its fsync has finished), so
-//! the folder's fsync runs beside the file's instead of after it. A file renamed early but never
-//! committed is a file without a receipt, which was never acknowledged, like one left by a crash. An
+//! A new instance arrives here already fsynced and renamed into place (`PlaceRequest::early`: store.rs
+//! renames it, without replacing anything, under its SOP Instance UID's lock), so the folder's fsync runs
+//! beside the INSERT instead of after it. A file renamed early but never committed is a complete file
+//! without a receipt, never acknowledged, like one left by a crash between rename and COMMIT. An
 //! instance whose path is taken (a resend, a leftover) comes as before, still a temp file: it is renamed
 //! in the pass, after the INSERT, and its folder fsynced then.
 //!
@@ -16,8 +16,8 @@
 //! (parallel associations, mostly into the same series folder) share the folder fsync and the commit. A
 //! lone store waits for nothing.
 //!
-//! A SOP Instance UID that already has a receipt is left alone (its INSERT conflicts): nothing is moved,
-//! and the store handles it as a known instance (store.rs: duplicate, keep or overwrite).
+//! A SOP Instance UID that already has a receipt is left alone (its INSERT conflicts): nothing is moved
+//! (a file renamed early goes back to its temp name), and the store handles it as a known instance (store.rs: duplicate, keep or overwrite).
 //!
 //! Failure leaves nothing half-visible: a store whose fsync or move failed has its row withdrawn before
 //! the COMMIT, and when the COMMIT fails every file the pass moved is removed (folders fsynced) and every

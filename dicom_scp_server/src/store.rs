@@ -1,16 +1,16 @@
 //! Durable storage of one C-STORE, in a fixed order:
 //! stream to STORAGE_ROOT/.incoming (Part-10: preamble, DICM, file meta from the command, then the data
 //! set bytes exactly as received, written with O_DIRECT and hashed by a blocking writer thread while the
-//! association reads on; temp_file.rs) → fsync, while the identifying UIDs are parsed from the bytes kept
-//! in memory and validated → create study/series folders (fsync their parents) and rename into
-//! `<StudyUID>/<SeriesUID>/<SOPInstanceUID>.dcm` when nothing is there → (durability.rs, grouped with
-//! concurrent stores) receipt INSERT in an open transaction while the file's fsync and the folder's fsync
-//! finish → COMMIT → only then success. No receipt is committed before both fsyncs have finished.
+//! association reads on; temp_file.rs) → fsync (by the same thread), while the identifying UIDs are
+//! parsed from the bytes kept in memory and validated → create study/series folders (fsync their
+//! parents) and rename into `<StudyUID>/<SeriesUID>/<SOPInstanceUID>.dcm` when nothing is there →
+//! (durability.rs, grouped with concurrent stores) receipt INSERT in an open transaction while the
+//! folder's fsync runs → COMMIT → only then success. Nothing is renamed before its fsync has finished.
 //! A SOP Instance UID that already has a receipt (its INSERT conflicts) is looked up and handled here:
 //! duplicate, keep the first, or overwrite.
 //! Every failure leaves nothing behind: the temp file goes, and a file renamed into place goes if its
-//! receipt cannot be committed. A crash can leave a file without a receipt, never acknowledged: a resend
-//! replaces it.
+//! receipt cannot be committed. A crash can leave a complete file without a receipt, never
+//! acknowledged: a resend replaces it.
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::{Read, Seek, SeekFrom};
@@ -663,39 +663,42 @@ impl Storage {
         receipt: &NewReceipt,
         synced: durability::Synced,
     ) -> Result<Option<StoreOutcome>, StoreError> {
-        // Renamed now when nothing is at our path, so the folder's fsync runs beside the file's. Any
-        // file already at our path without a receipt is a leftover that was never acknowledged; the
-        // barrier replaces it unless it is this very content.
-        let t = Instant::now();
-        let final_path = self.root.join(&receipt.path);
-        let early = if synced.is_some() {
-            let (temp, fin) = (incoming.path.clone(), final_path.clone());
-            tokio::task::spawn_blocking(move || durability::file_place_early(&temp, &fin))
+        // The data is durable before the file takes its final name, so a crash never leaves a torn file
+        // there. Renamed now, when nothing is at our path, so the pass fsyncs the folder beside its
+        // INSERT. Any file already at our path without a receipt is a leftover that was never
+        // acknowledged; the barrier replaces it unless it is this very content.
+        if let Some(handle) = synced {
+            let fsync = handle
                 .await
                 .map_err(|e| StoreError::Io {
-                    context: "rename into place",
+                    context: "fsync temp file",
                     source: std::io::Error::other(e),
                 })?
-                .map_err(StoreError::io("rename into place"))?
-        } else {
-            false
-        };
+                .map_err(StoreError::io("fsync temp file"))?;
+            incoming.phases.fsync = fsync;
+        }
+        let t = Instant::now();
+        let final_path = self.root.join(&receipt.path);
+        let (temp, fin) = (incoming.path.clone(), final_path.clone());
+        let early = tokio::task::spawn_blocking(move || durability::file_place_early(&temp, &fin))
+            .await
+            .map_err(|e| StoreError::Io {
+                context: "rename into place",
+                source: std::io::Error::other(e),
+            })?
+            .map_err(StoreError::io("rename into place"))?;
         let placed = self
             .barrier
             .instance_place(PlaceRequest {
                 temp: incoming.path.clone(),
                 final_path,
                 receipt: receipt.clone(),
-                synced,
+                synced: None,
                 early,
             })
             .await;
         incoming.phases.place += t.elapsed();
         let placed = placed?;
-        if !placed.fsync.is_zero() {
-            incoming.phases.fsync = placed.fsync;
-            incoming.phases.place = incoming.phases.place.saturating_sub(placed.fsync);
-        }
         incoming.keep_file = placed.renamed;
         Ok(placed
             .receipt_id
