@@ -7,9 +7,10 @@ PostgreSQL and Django's indexing share them). The machine is shared and noisy: c
 absolute figures.
 
 Both peers get the same conditions: the same files (generated up front, already in the page cache), a `sync`
-and a quiet stack before each run, and nothing deleted until the end. Deleting thousands of files just before a
-run is not neutral on this filesystem (ext4 without a journal skips inodes freed in the last minutes, scanning
-past them on every file creation), so whoever ran after a deletion would pay for it.
+and a quiet stack before each run (the previous run's indexing, thumbnails and metadata cache finished), and
+nothing deleted until the end. Deleting thousands of files just before a run is not neutral on this filesystem
+(ext4 without a journal skips inodes freed in the last minutes, scanning past them on every file creation), so
+whoever ran after a deletion would pay for it.
 
 A single run says little on a shared VM: storescp's own rate has been seen to vary fourfold between runs minutes
 apart (its page-cache writes cost whatever fresh guest memory costs at the time). So each association count
@@ -125,15 +126,21 @@ def cpu_by_service(root_pid: int) -> dict[str, float]:
     return totals
 
 
-def stack_quiet(root_pid: int, *, idle_share: float = 0.05, timeout: float = 60) -> None:
-    """Wait until the stack uses under `idle_share` of one core for a second (thumbnails rendered, indexing done)."""
+# Seconds the stack must stay idle before a run: longer than the quiet period after which a series' thumbnail and
+# metadata cache are built (pacs.tasks.THUMBNAIL_QUIET_SECONDS, pacs.metadata.METADATA_QUIET_SECONDS, 2 s), so the
+# previous run's background work is done and neither peer's run pays for it.
+QUIET_SECONDS = 4
+
+
+def stack_quiet(root_pid: int, *, idle_share: float = 0.05, timeout: float = 90) -> None:
+    """Wait until the stack used under `idle_share` of one core in each of QUIET_SECONDS seconds in a row."""
     deadline = time.monotonic() + timeout
     before = sum(cpu_by_service(root_pid).values())
-    while time.monotonic() < deadline:
+    idle = 0
+    while time.monotonic() < deadline and idle < QUIET_SECONDS:
         time.sleep(1)
         now = sum(cpu_by_service(root_pid).values())
-        if now - before < idle_share:
-            return
+        idle = idle + 1 if now - before < idle_share else 0
         before = now
 
 
@@ -265,11 +272,13 @@ def main() -> int:
             for (associations, r), files in series.items():
                 peer_first = r % 2 == 0
                 if peer_first:
+                    stack_quiet(stack.proc.pid)
                     peer = storescp_run(files, associations=associations, workdir=work / f"r{r}")
                 ours = scp_run(files, associations=associations, env=env, root_pid=stack.proc.pid)
                 study_uid = dcmread(files[0], stop_before_pixels=True).StudyInstanceUID
                 lag = index_lag(env["DATABASE_URL"], study_uid, len(files))
                 if not peer_first:
+                    stack_quiet(stack.proc.pid)
                     peer = storescp_run(files, associations=associations, workdir=work / f"r{r}")
                 rounds.append(Round(associations, ours, peer, lag))
                 order = "storescp first" if peer_first else "NoctisPro first"

@@ -82,6 +82,8 @@ pub struct Config {
     pub allowed_calling_aes: Vec<String>,
     /// SCP_KNOWN_NODES_ONLY: admit only calling AEs that are enabled pacs_node rows (and `always_admitted`).
     pub known_nodes_only: bool,
+    /// SCP_DIRECT_IO: write temp files with O_DIRECT (default; see temp_file.rs).
+    pub direct_io: bool,
     /// The system's own calling AEs (DICOM_STOW_AE_TITLE, AI_WRITEBACK_CALLING_AE), never locked out.
     pub always_admitted: Vec<String>,
 }
@@ -107,6 +109,7 @@ pub const KEYS: &[&str] = &[
     "DICOM_ALLOWED_CALLING_AE_TITLES",
     "DICOM_STOW_AE_TITLE",
     "SCP_KNOWN_NODES_ONLY",
+    "SCP_DIRECT_IO",
     "AI_WRITEBACK_CALLING_AE",
 ];
 
@@ -240,22 +243,11 @@ impl Config {
             name: "AI_WRITEBACK_CALLING_AE",
             reason,
         })?;
-        let known_nodes_only = match get("SCP_KNOWN_NODES_ONLY")
-            .unwrap_or("false")
-            .to_ascii_lowercase()
-            .as_str()
-        {
-            "true" | "1" | "yes" | "on" => true,
-            "false" | "0" | "no" | "off" => false,
-            other => {
-                return Err(ConfigError {
-                    name: "SCP_KNOWN_NODES_ONLY",
-                    reason: format!("{other:?} is not true or false"),
-                })
-            }
-        };
+        let known_nodes_only = flag(get("SCP_KNOWN_NODES_ONLY"), "SCP_KNOWN_NODES_ONLY", false)?;
+        let direct_io = flag(get("SCP_DIRECT_IO"), "SCP_DIRECT_IO", true)?;
         Ok(Config {
             known_nodes_only,
+            direct_io,
             always_admitted: vec![stow_ae.to_string(), ai_ae.to_string()],
             allowed_calling_aes,
             ae_title,
@@ -308,6 +300,21 @@ fn seconds(value: Option<&str>, name: &'static str, default: u64) -> Result<Dura
         });
     }
     Ok(Duration::from_secs(secs))
+}
+
+/// A true/false setting (also 1/0, yes/no, on/off), `default` when unset.
+fn flag(value: Option<&str>, name: &'static str, default: bool) -> Result<bool, ConfigError> {
+    let Some(value) = value else {
+        return Ok(default);
+    };
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        other => Err(ConfigError {
+            name,
+            reason: format!("{other:?} is not true or false"),
+        }),
+    }
 }
 
 fn address(value: Option<&str>, name: &'static str, default: &str) -> Result<IpAddr, ConfigError> {
@@ -371,6 +378,7 @@ mod tests {
         assert_eq!(c.on_conflict, OnConflict::Keep);
         assert!(c.allowed_calling_aes.is_empty());
         assert!(!c.known_nodes_only);
+        assert!(c.direct_io);
         assert_eq!(c.always_admitted, vec!["NOCTIS_STOW", "NOCTIS_AI"]);
         assert_eq!(
             c.webhook_url,
@@ -402,6 +410,7 @@ mod tests {
             (&[("DICOM_AE_TITLE", "WAY_TOO_LONG_AE_TITLE")], "DICOM_AE_TITLE"),
             (&[("SCP_ON_CONFLICT", "replace")], "SCP_ON_CONFLICT"),
             (&[("SCP_KNOWN_NODES_ONLY", "maybe")], "SCP_KNOWN_NODES_ONLY"),
+            (&[("SCP_DIRECT_IO", "sometimes")], "SCP_DIRECT_IO"),
             (&[("SCP_MAX_PDU_LENGTH", "99999999")], "SCP_MAX_PDU_LENGTH"),
             (&[("SCP_MAX_ASSOCIATIONS", "0")], "SCP_MAX_ASSOCIATIONS"),
             (&[("SCP_IDLE_TIMEOUT_SECS", "0")], "SCP_IDLE_TIMEOUT_SECS"),

@@ -65,12 +65,12 @@ pub async fn server_bind(config: Config) -> Result<Bound, ServerError> {
     )
     .await?;
     let db = Db::new(&config.database_url, 8).map_err(|e| ServerError::Database(e.to_string()))?;
-    let storage = Storage::open(&config.storage_root, config.on_conflict, db.clone()).map_err(|source| {
-        ServerError::Storage {
+    let storage = Storage::open(&config.storage_root, config.on_conflict, db.clone())
+        .map_err(|source| ServerError::Storage {
             path: config.storage_root.display().to_string(),
             source,
-        }
-    })?;
+        })?
+        .direct_io(config.direct_io);
     let metrics = Arc::new(Metrics::default());
     let notifier = notifier_start(
         Webhook {

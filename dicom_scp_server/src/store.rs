@@ -257,6 +257,8 @@ pub struct Storage {
     counter: AtomicU64,
     buffers: Arc<BufferPool>,
     aligned: Arc<AlignedPool>,
+    /// Temp files with O_DIRECT (SCP_DIRECT_IO).
+    direct_io: bool,
 }
 
 /// Reusable PDV buffers: the association reads PDV data into one, the temp file writer gives it back.
@@ -395,10 +397,10 @@ fn temp_write(
     abandoned: Arc<Mutex<bool>>,
     meta: Vec<u8>,
     chunks: mpsc::Receiver<Vec<u8>>,
-    pools: (Arc<BufferPool>, Arc<AlignedPool>),
+    setup: (Arc<BufferPool>, Arc<AlignedPool>, bool),
     ready: oneshot::Sender<Result<Written, StoreError>>,
 ) -> std::io::Result<Duration> {
-    let file = match temp_fill(path, abandoned.clone(), meta, chunks, pools) {
+    let file = match temp_fill(path, abandoned.clone(), meta, chunks, setup) {
         Ok((file, written)) => {
             let _ = ready.send(Ok(written));
             file
@@ -424,7 +426,7 @@ fn temp_fill(
     abandoned: Arc<Mutex<bool>>,
     meta: Vec<u8>,
     mut chunks: mpsc::Receiver<Vec<u8>>,
-    (buffers, aligned): (Arc<BufferPool>, Arc<AlignedPool>),
+    (buffers, aligned, direct_io): (Arc<BufferPool>, Arc<AlignedPool>, bool),
 ) -> Result<(fs::File, Written), StoreError> {
     let mut out = {
         let abandoned = abandoned.lock().unwrap_or_else(|e| e.into_inner());
@@ -434,7 +436,7 @@ fn temp_fill(
                 source: std::io::Error::other("store abandoned"),
             });
         }
-        TempWriter::create(&path, true, &aligned).map_err(StoreError::io("create temp file"))?
+        TempWriter::create(&path, direct_io, &aligned).map_err(StoreError::io("create temp file"))?
     };
     let started = Instant::now();
     let mut hasher = Sha256::new();
@@ -508,7 +510,14 @@ impl Storage {
             counter: AtomicU64::new(0),
             buffers: Arc::new(BufferPool::default()),
             aligned: Arc::new(AlignedPool::default()),
+            direct_io: true,
         })
+    }
+
+    /// Write temp files through the page cache instead of with O_DIRECT (SCP_DIRECT_IO=false).
+    pub fn direct_io(mut self, on: bool) -> Storage {
+        self.direct_io = on;
+        self
     }
 
     pub fn root(&self) -> &Path {
@@ -552,9 +561,9 @@ impl Storage {
         let size = meta.len() as u64;
         let abandoned = Arc::new(Mutex::new(false));
         let (p, a) = (path.clone(), abandoned.clone());
-        let pools = (self.buffers.clone(), self.aligned.clone());
+        let setup = (self.buffers.clone(), self.aligned.clone(), self.direct_io);
         let (ready_tx, ready) = oneshot::channel();
-        let writer = tokio::task::spawn_blocking(move || temp_write(p, a, meta, rx, pools, ready_tx));
+        let writer = tokio::task::spawn_blocking(move || temp_write(p, a, meta, rx, setup, ready_tx));
         Ok(Incoming {
             chunks: Some(tx),
             ready: Some(ready),

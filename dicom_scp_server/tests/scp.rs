@@ -38,8 +38,18 @@ fn echo_succeeds_and_wrong_called_ae_is_rejected() {
 
 #[test]
 fn store_writes_file_and_receipt() {
-    let db = db_url();
-    let scp = Scp::start(ScpOptions::new(&db));
+    stores_file_and_receipt(Scp::start(ScpOptions::new(&db_url())));
+}
+
+/// The same through the page cache (SCP_DIRECT_IO=false, as where a file system refuses O_DIRECT).
+#[test]
+fn store_writes_file_and_receipt_without_direct_io() {
+    stores_file_and_receipt(Scp::start(
+        ScpOptions::new(&db_url()).env("SCP_DIRECT_IO", "false"),
+    ));
+}
+
+fn stores_file_and_receipt(scp: Scp) {
     let dir = tempfile::tempdir().unwrap();
     let a = Instance::ct();
     let mut b = Instance::ct();
