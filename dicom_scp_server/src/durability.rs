@@ -25,7 +25,7 @@
 //! store of the pass is answered with the error. A crash between rename and COMMIT leaves a file without
 //! a receipt, which was never acknowledged: a resend replaces it (or keeps it, when identical).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -175,7 +175,7 @@ pub async fn barrier_pass(db: &Db, mut jobs: Vec<Job>) {
         .collect();
     let folders_synced = async move {
         if early_folders.is_empty() {
-            return Vec::new();
+            return BTreeMap::new();
         }
         tokio::task::spawn_blocking(move || {
             early_folders
@@ -184,7 +184,7 @@ pub async fn barrier_pass(db: &Db, mut jobs: Vec<Job>) {
                     let synced = dir_sync(&folder).map_err(|e| e.to_string());
                     (folder, synced)
                 })
-                .collect::<Vec<_>>()
+                .collect::<BTreeMap<_, _>>()
         })
         .await
         .unwrap_or_default()
@@ -212,13 +212,13 @@ pub async fn barrier_pass(db: &Db, mut jobs: Vec<Job>) {
             return;
         }
     };
+    // An early store's folder must have been fsynced without error (missing: its blocking task failed).
     let folder_problem = |path: &Path| -> Option<String> {
-        let parent = path.parent()?;
-        folders
-            .iter()
-            .find(|(f, _)| f == parent)
-            .and_then(|(_, r)| r.as_ref().err().cloned())
-            .or_else(|| (!folders.iter().any(|(f, _)| f == parent)).then(|| "folder not fsynced".to_string()))
+        match path.parent().and_then(|parent| folders.get(parent)) {
+            Some(Ok(())) => None,
+            Some(Err(e)) => Some(e.clone()),
+            None => Some("folder not fsynced".to_string()),
+        }
     };
 
     let mut withdraw: Vec<i64> = vec![];
