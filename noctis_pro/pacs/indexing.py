@@ -8,7 +8,6 @@ Events and Celery work go out only after the commit.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import json
 import logging
 import os
@@ -18,10 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from django.conf import settings
-from django.db import DataError, IntegrityError, connection, models, transaction
+from django.db import DataError, IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
-from psycopg import sql
 
 from noctis_pro.contracts.events import CHANNEL, StudyUpdated
 from noctis_pro.contracts.uids import uid_problem
@@ -305,51 +303,12 @@ def _usable_receipts(receipts: list[PendingReceipt], failed: dict[int, str]) -> 
     return usable
 
 
-def _upsert(model: type[models.Model], rows: list[Any], *, unique: list[str], update: list[str]) -> None:
+def _upsert(model: type, rows: list[Any], *, unique: list[str], update: list[str]) -> None:
     """INSERT ... ON CONFLICT DO UPDATE in unique-key order, so concurrent batches lock rows in the same order
-    (no deadlock) and the second of two batches touching one series waits for the first and counts its rows.
-    Sets each row's pk.
-
-    The statement bulk_create(update_conflicts=True) would send, with the values prepared by the same field methods
-    (pre_save for auto_now, get_db_prep_save), but without building and compiling a query: that was ~1 ms of CPU
-    for each of the three upserts of every batch. A value that is an expression (a db_default) goes through
-    bulk_create."""
-    if not rows:
-        return
-    rows = sorted(rows, key=lambda row: tuple(getattr(row, name) for name in unique))
-    fields = [f for f in model._meta.concrete_fields if not f.primary_key and not f.generated]
-    values = [[f.get_db_prep_save(f.pre_save(row, True), connection) for f in fields] for row in rows]
-    if any(hasattr(value, "as_sql") for row_values in values for value in row_values):
+    (no deadlock) and the second of two batches touching one series waits for the first and counts its rows."""
+    if rows:
+        rows = sorted(rows, key=lambda row: tuple(getattr(row, name) for name in unique))
         model.objects.bulk_create(rows, update_conflicts=True, unique_fields=unique, update_fields=update)
-        return
-    with connection.cursor() as cursor:
-        cursor.execute(_upsert_sql(model, len(rows), tuple(unique), tuple(update)), [v for vs in values for v in vs])
-        returned = {tuple(key): pk for pk, *key in cursor.fetchall()}
-    for row in rows:
-        row.pk = returned[tuple(getattr(row, name) for name in unique)]
-
-
-@functools.lru_cache(maxsize=64)
-def _upsert_sql(model: type[models.Model], n_rows: int, unique: tuple[str, ...], update: tuple[str, ...]) -> str:
-    meta = model._meta
-    fields = [f for f in meta.concrete_fields if not f.primary_key and not f.generated]
-    row = sql.SQL("({})").format(sql.SQL(", ").join([sql.Placeholder()] * len(fields)))
-    unique_columns = sql.SQL(", ").join(sql.Identifier(meta.get_field(name).column) for name in unique)
-    updates = sql.SQL(", ").join(
-        sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(meta.get_field(name).column)) for name in update
-    )
-    statement = sql.SQL(
-        "INSERT INTO {table} ({columns}) VALUES {rows} ON CONFLICT ({unique}) DO UPDATE SET {updates} "
-        "RETURNING {pk}, {unique}"
-    ).format(
-        table=sql.Identifier(meta.db_table),
-        columns=sql.SQL(", ").join(sql.Identifier(f.column) for f in fields),
-        rows=sql.SQL(", ").join([row] * n_rows),
-        unique=unique_columns,
-        updates=updates,
-        pk=sql.Identifier(meta.pk.column),
-    )
-    return statement.as_string(None)
 
 
 def _index_usable(
