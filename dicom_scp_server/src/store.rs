@@ -631,11 +631,9 @@ impl Storage {
             attrs: serde_json::to_string(&identity.attrs).expect("string map serializes"),
         };
 
-        let lock = self.instance_lock(&receipt.sop_instance_uid);
-        let _guard = lock.lock().await;
+        let locked = self.instance_lock(&receipt.sop_instance_uid).await;
         let outcome = self.place(&mut incoming, &receipt, Some(fsync)).await;
-        drop(_guard);
-        self.instance_unlock(&receipt.sop_instance_uid);
+        drop(locked);
         Ok((outcome?, receipt, incoming.phases))
     }
 
@@ -813,18 +811,35 @@ impl Storage {
         }
     }
 
-    fn instance_lock(&self, sop: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.locks.lock().expect("lock map");
-        locks.entry(sop.to_string()).or_default().clone()
+    /// Wait for, then hold, the SOP Instance UID's lock until the returned guard is dropped.
+    async fn instance_lock(&self, sop: &str) -> InstanceLock<'_> {
+        let lock = {
+            let mut locks = self.locks.lock().expect("lock map");
+            locks.entry(sop.to_string()).or_default().clone()
+        };
+        InstanceLock {
+            locks: &self.locks,
+            sop: sop.to_string(),
+            guard: Some(lock.lock_owned().await),
+        }
     }
+}
 
-    fn instance_unlock(&self, sop: &str) {
-        let mut locks = self.locks.lock().expect("lock map");
-        if let Some(l) = locks.get(sop) {
-            // Only the map holds it: nobody waits.
-            if Arc::strong_count(l) == 1 {
-                locks.remove(sop);
-            }
+/// A held SOP Instance UID lock. Dropping it releases the lock, and the map's entry goes with it when
+/// nobody else holds or waits for it, so the map holds only the UIDs being stored right now.
+struct InstanceLock<'a> {
+    locks: &'a Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    sop: String,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for InstanceLock<'_> {
+    fn drop(&mut self) {
+        // The guard holds a reference of its own: release it first, then only the map may hold one.
+        self.guard.take();
+        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        if locks.get(&self.sop).is_some_and(|l| Arc::strong_count(l) == 1) {
+            locks.remove(&self.sop);
         }
     }
 }
@@ -1083,6 +1098,36 @@ mod tests {
             .filter(|n| n != LOCK_FILE)
             .collect();
         assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn instance_locks_serialize_a_uid_and_leave_no_entry_behind() {
+        let root = tempfile::tempdir().unwrap();
+        let db = Db::new("postgres://postgres@127.0.0.1:9/none", 1).unwrap();
+        let storage = Arc::new(Storage::open(root.path(), OnConflict::Keep, db).unwrap());
+        // Stores inside the lock, per UID.
+        let inside: Arc<[AtomicU64; 4]> = Arc::new(Default::default());
+        let tasks: Vec<_> = (0..40)
+            .map(|i| {
+                let (storage, inside) = (storage.clone(), inside.clone());
+                tokio::spawn(async move {
+                    let uid = i % 4;
+                    let _held = storage.instance_lock(&format!("1.2.{uid}")).await;
+                    assert_eq!(
+                        inside[uid].fetch_add(1, Ordering::SeqCst),
+                        0,
+                        "one store per UID at a time"
+                    );
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    inside[uid].fetch_sub(1, Ordering::SeqCst);
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        // Every store is done: the map is empty (it held one entry per UID ever stored before).
+        assert!(storage.locks.lock().unwrap().is_empty());
     }
 
     #[test]
