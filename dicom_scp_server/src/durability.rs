@@ -1,31 +1,31 @@
 //! The durability barrier for new instances: stores wait here, in groups (group commit), to have their
-//! receipt recorded and their file made durable in place. One pass of the barrier, for every store
-//! waiting: BEGIN + ONE receipt INSERT, sent while each distinct series folder is fsynced (and any file
-//! fsync still running finishes) → COMMIT → answer each store.
+//! receipt recorded. A new instance arrives already durable in place (`PlaceRequest::early`: store.rs
+//! fsyncs the temp file, renames it to its final path without replacing anything, under its SOP Instance
+//! UID's lock, and fsyncs the series folder), so a pass of such stores is ONE receipt INSERT that is its
+//! own transaction: one round trip, and the rows are committed when it returns. A file placed early but
+//! never committed is a complete file without a receipt, never acknowledged, like one left by a crash
+//! between rename and COMMIT.
 //!
-//! A new instance arrives here already fsynced and renamed into place (`PlaceRequest::early`: store.rs
-//! renames it, without replacing anything, under its SOP Instance UID's lock), so the folder's fsync runs
-//! beside the INSERT instead of after it. A file renamed early but never committed is a complete file
-//! without a receipt, never acknowledged, like one left by a crash between rename and COMMIT. An
-//! instance whose path is taken (a resend, a leftover) comes as before, still a temp file: it is renamed
-//! in the pass, after the INSERT, and its folder fsynced then.
+//! An instance whose path is taken (a resend, a leftover) comes still as a temp file. A pass with any such
+//! store goes the careful way: BEGIN + INSERT (which claims the SOP Instance UIDs), rename into place, fsync
+//! of the folder, COMMIT.
 //!
 //! Each store gets success only after its file was fsynced before the rename, its folder entry fsynced
 //! after it, and its receipt row committed after both. Up to PASSES_IN_FLIGHT passes run at once; while
-//! they do, newly arriving stores queue and then go together in the next pass, so concurrent stores
-//! (parallel associations, mostly into the same series folder) share the folder fsync and the commit. A
-//! lone store waits for nothing.
+//! they do, newly arriving stores queue and then go together in the next pass, so concurrent stores share
+//! the statement and the commit. A lone store waits for nothing.
 //!
 //! A SOP Instance UID that already has a receipt is left alone (its INSERT conflicts): nothing is moved
-//! (a file renamed early goes back to its temp name), and the store handles it as a known instance
+//! (a file placed early goes back to its temp name), and the store handles it as a known instance
 //! (store.rs: duplicate, keep or overwrite).
 //!
-//! Failure leaves nothing half-visible: a store whose fsync or move failed has its row withdrawn before
-//! the COMMIT, and when the COMMIT fails every file the pass moved is removed (folders fsynced) and every
-//! store of the pass is answered with the error. A crash between rename and COMMIT leaves a file without
-//! a receipt, which was never acknowledged: a resend replaces it (or keeps it, when identical).
+//! Failure leaves nothing half-visible: a store whose fsync failed writes no row; one whose move failed has
+//! its row withdrawn before the COMMIT; when the INSERT or the COMMIT fails every file the pass placed is
+//! removed (folders fsynced) and every store of the pass is answered with the error. A crash before the
+//! commit leaves files without receipts, which were never acknowledged: a resend replaces them (or keeps
+//! them, when identical).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -59,8 +59,9 @@ pub struct PlaceRequest {
     pub receipt: NewReceipt,
     /// The fsync of the file's data; no receipt is committed before it has finished without error.
     pub synced: Synced,
-    /// Already renamed to `final_path` (its folder not yet fsynced). The pass removes it again if the
-    /// store fails, and renames it back to `temp` if the SOP Instance UID turns out to have a receipt.
+    /// Already renamed to `final_path` and its folder fsynced (`file_place_early`). The pass removes it
+    /// again if the store fails, and renames it back to `temp` if the SOP Instance UID turns out to have a
+    /// receipt.
     pub early: bool,
 }
 
@@ -161,93 +162,72 @@ fn unavailable(reason: &str) -> StoreError {
     StoreError::Receipt(ReceiptError::Unavailable(reason.to_string()))
 }
 
-/// One whole pass for these stores: INSERT (uncommitted) while the fsyncs of their files and folders
-/// finish, move the late ones into place, COMMIT, then the answers.
-pub async fn barrier_pass(db: &Db, mut jobs: Vec<Job>) {
+/// One whole pass for these stores: wait for any fsync still running, INSERT, move the late ones into
+/// place, COMMIT, then the answers. A pass of early stores only (the usual case) has nothing left to do
+/// but record the rows: its INSERT is a transaction of its own, one round trip.
+pub async fn barrier_pass(db: &Db, jobs: Vec<Job>) {
     let t = Instant::now();
     let count = jobs.len();
-    let rows: Vec<NewReceipt> = jobs.iter().map(|(r, _)| r.receipt.clone()).collect();
+    let mut jobs = jobs;
     let handles: Vec<Synced> = jobs.iter_mut().map(|(r, _)| r.synced.take()).collect();
-    let early_folders: BTreeSet<PathBuf> = jobs
-        .iter()
-        .filter(|(r, _)| r.early)
-        .filter_map(|(r, _)| r.final_path.parent().map(Path::to_path_buf))
-        .collect();
-    let folders_synced = async move {
-        if early_folders.is_empty() {
-            return BTreeMap::new();
+    let synced = fsyncs_wait(handles).await;
+    // A store whose file could not be fsynced leaves the pass with the error, before any row is written.
+    let mut to_remove: Vec<PathBuf> = vec![];
+    let mut fsyncs = Vec::with_capacity(count);
+    let mut pass = Vec::with_capacity(count);
+    for ((request, answer), fsync) in jobs.into_iter().zip(synced) {
+        match fsync {
+            Ok(fsync) => {
+                pass.push((request, answer));
+                fsyncs.push(fsync);
+            }
+            Err(e) => {
+                if request.early {
+                    to_remove.push(request.final_path.clone());
+                }
+                let _ = answer.send(Err(StoreError::Io {
+                    context: "fsync temp file",
+                    source: e,
+                }));
+            }
         }
-        tokio::task::spawn_blocking(move || {
-            early_folders
-                .into_iter()
-                .map(|folder| {
-                    let synced = dir_sync(&folder).map_err(|e| e.to_string());
-                    (folder, synced)
-                })
-                .collect::<BTreeMap<_, _>>()
-        })
-        .await
-        .unwrap_or_default()
+    }
+    files_remove_blocking(std::mem::take(&mut to_remove)).await;
+    if pass.is_empty() {
+        return;
+    }
+    let rows: Vec<NewReceipt> = pass.iter().map(|(r, _)| r.receipt.clone()).collect();
+    let all_early = pass.iter().all(|(r, _)| r.early);
+    let opened = if all_early {
+        receipt::receipts_insert_committed(db, &rows).await
+    } else {
+        receipt::receipts_insert_open(db, &rows).await
     };
-    let (opened, synced, folders) = tokio::join!(
-        receipt::receipts_insert_open(db, &rows),
-        fsyncs_wait(handles),
-        folders_synced
-    );
     let opened_us = t.elapsed().as_micros() as u64;
     let mut batch = match opened {
         Ok(batch) => batch,
         Err(e) => {
             // Late stores' temp files stay theirs (removed when they fail); early ones are taken out.
             let reason = e.to_string();
-            let early: Vec<PathBuf> = jobs
+            let early: Vec<PathBuf> = pass
                 .iter()
                 .filter(|(r, _)| r.early)
                 .map(|(r, _)| r.final_path.clone())
                 .collect();
             files_remove_blocking(early).await;
-            for (_, answer) in jobs {
+            for (_, answer) in pass {
                 let _ = answer.send(Err(unavailable(&reason)));
             }
             return;
         }
     };
-    // An early store's folder must have been fsynced without error (missing: its blocking task failed).
-    let folder_problem = |path: &Path| -> Option<String> {
-        match path.parent().and_then(|parent| folders.get(parent)) {
-            Some(Ok(())) => None,
-            Some(Err(e)) => Some(e.clone()),
-            None => Some("folder not fsynced".to_string()),
-        }
-    };
 
     let mut withdraw: Vec<i64> = vec![];
-    let mut to_remove: Vec<PathBuf> = vec![];
     let mut to_return: Vec<(Job, Duration)> = vec![];
     let mut to_move: Vec<(Job, Duration)> = Vec::with_capacity(count);
     let mut moved = Vec::with_capacity(count);
-    for ((request, answer), fsync) in jobs.into_iter().zip(synced) {
+    for ((request, answer), fsync) in pass.into_iter().zip(fsyncs) {
         let id = batch.ids.get(&request.receipt.sop_instance_uid).copied();
-        let failure = match (&fsync, request.early) {
-            (Err(e), _) => Some(StoreError::Io {
-                context: "fsync temp file",
-                source: std::io::Error::new(e.kind(), e.to_string()),
-            }),
-            (Ok(_), true) => folder_problem(&request.final_path).map(|e| StoreError::Io {
-                context: "fsync series folder",
-                source: std::io::Error::other(e),
-            }),
-            (Ok(_), false) => None,
-        };
-        let fsync = fsync.unwrap_or_default();
-        if let Some(failure) = failure {
-            withdraw.extend(id);
-            if request.early {
-                to_remove.push(request.final_path.clone());
-            }
-            let _ = answer.send(Err(failure));
-            continue;
-        }
         match (id, request.early) {
             // Known SOP Instance UID: not ours to place; the store decides (duplicate, keep, overwrite).
             (None, true) => to_return.push(((request, answer), fsync)),
@@ -266,9 +246,6 @@ pub async fn barrier_pass(db: &Db, mut jobs: Vec<Job>) {
             }),
             (Some(_), false) => to_move.push(((request, answer), fsync)),
         }
-    }
-    if !to_remove.is_empty() {
-        files_remove_blocking(to_remove).await;
     }
     if !to_return.is_empty() {
         let moves: Vec<(PathBuf, PathBuf)> = to_return
@@ -384,13 +361,21 @@ async fn files_remove_blocking(paths: Vec<PathBuf>) {
     let _ = tokio::task::spawn_blocking(move || files_remove(&paths)).await;
 }
 
-/// Rename a freshly written temp file to its final path unless something is there already (then
-/// `Ok(false)`, and the temp file stays: the barrier places it the careful way). Creates the study and
-/// series folders first. Only under the SOP Instance UID's lock (store.rs).
+/// Rename a freshly written (and fsynced) temp file to its final path unless something is there already
+/// (then `Ok(false)`, and the temp file stays: the barrier places it the careful way), and fsync the
+/// series folder. Creates the study and series folders first. Only under the SOP Instance UID's lock
+/// (store.rs). A folder that cannot be fsynced takes the file out again: it was never acknowledged.
 pub fn file_place_early(temp: &Path, final_path: &Path) -> std::io::Result<bool> {
     folders_create(final_path)?;
     match rename_noreplace(temp, final_path) {
-        Ok(()) => Ok(true),
+        Ok(()) => {
+            let folder = final_path.parent().expect("relpath has folders");
+            if let Err(e) = dir_sync(folder) {
+                let _ = fs::remove_file(final_path);
+                return Err(std::io::Error::new(e.kind(), format!("fsync series folder: {e}")));
+            }
+            Ok(true)
+        }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
         // A file system without RENAME_NOREPLACE: the careful way for every instance.
         Err(e)

@@ -239,26 +239,43 @@ pub async fn receipt_find(db: &Db, sop_instance_uid: &str) -> Result<Option<Exis
     .await
 }
 
-/// Insert many receipts at once; returns the ids of those inserted, by SOP Instance UID (a UID already
-/// recorded is absent from the map).
+/// Insert many receipts at once, committed by the same round trip (the statement is its own
+/// transaction); returns the ids of those inserted, by SOP Instance UID (a UID already recorded is absent
+/// from the map).
 pub async fn receipts_insert(db: &Db, rows: &[NewReceipt]) -> Result<HashMap<String, i64>, ReceiptError> {
-    let mut batch = receipts_insert_open(db, rows).await?;
-    batch.commit().await?;
+    let mut batch = receipts_insert_committed(db, rows).await?;
     Ok(std::mem::take(&mut batch.ids))
 }
 
-/// Receipts inserted in a transaction that is still open: the durability barrier moves their files into
-/// place before it commits. Dropped without `commit`, its connection is closed and PostgreSQL rolls the
-/// rows back.
+/// Receipts inserted in a transaction that is still open (the durability barrier moves their files into
+/// place before it commits; dropped without `commit`, its connection is closed and PostgreSQL rolls the
+/// rows back), or already committed (`receipts_insert_committed`).
 pub struct ReceiptBatch {
     client: Option<PooledClient>,
     db: Db,
     /// Ids of the rows inserted, by SOP Instance UID (a UID that already had a receipt is absent).
     pub ids: HashMap<String, i64>,
+    /// Inserted as a transaction of its own: committed already.
+    committed: bool,
 }
 
 /// BEGIN and one INSERT of all `rows` (ON CONFLICT DO NOTHING), sent together: one round trip.
 pub async fn receipts_insert_open(db: &Db, rows: &[NewReceipt]) -> Result<ReceiptBatch, ReceiptError> {
+    receipts_insert_with(db, rows, true).await
+}
+
+/// The INSERT of all `rows` as a transaction of its own: once it returns, the rows are committed
+/// (PostgreSQL answers an implicit transaction only after its commit record is flushed). For a pass
+/// whose files are all durable in place already: one round trip instead of two.
+pub async fn receipts_insert_committed(db: &Db, rows: &[NewReceipt]) -> Result<ReceiptBatch, ReceiptError> {
+    receipts_insert_with(db, rows, false).await
+}
+
+async fn receipts_insert_with(
+    db: &Db,
+    rows: &[NewReceipt],
+    open: bool,
+) -> Result<ReceiptBatch, ReceiptError> {
     fn col<T: Clone>(rows: &[NewReceipt], f: impl Fn(&NewReceipt) -> &T) -> Vec<T> {
         rows.iter().map(|r| f(r).clone()).collect()
     }
@@ -296,14 +313,21 @@ pub async fn receipts_insert_open(db: &Db, rows: &[NewReceipt]) -> Result<Receip
             &attrs,
             &SOURCE_DIMSE,
         ];
-        // Polled together, the two requests leave in one write (tokio-postgres pipelines them).
-        let (begun, inserted) =
-            tokio::join!(client.batch_execute("BEGIN"), client.query(&statement, &params));
-        match begun.and(inserted) {
+        let result = if open {
+            // Polled together, the two requests leave in one write (tokio-postgres pipelines them).
+            let (begun, inserted) =
+                tokio::join!(client.batch_execute("BEGIN"), client.query(&statement, &params));
+            begun.and(inserted)
+        } else {
+            client.query(&statement, &params).await
+        };
+        match result {
             Ok(inserted) => Ok(ReceiptBatch {
                 ids: inserted.iter().map(|r| (r.get(1), r.get(0))).collect(),
-                client: Some(client),
+                // Committed: the connection goes back to the pool at once.
+                client: open.then_some(client),
                 db: db.clone(),
+                committed: !open,
             }),
             Err(e) => {
                 client.statements_forget();
@@ -340,6 +364,9 @@ impl ReceiptBatch {
     /// COMMIT: only after this are the rows durable. An error (a deferred constraint, the database gone,
     /// a timeout) means they are not, as far as anyone may assume.
     pub async fn commit(&mut self) -> Result<(), ReceiptError> {
+        if self.committed {
+            return Ok(());
+        }
         let db = self.db.clone();
         let Some(client) = self.client.as_ref() else {
             return Err(ReceiptError::Unavailable("receipt batch closed".into()));
@@ -352,7 +379,10 @@ impl ReceiptBatch {
             .await;
         match result {
             // Committed: the connection goes back to the pool.
-            Ok(()) => self.client = None,
+            Ok(()) => {
+                self.client = None;
+                self.committed = true;
+            }
             Err(_) => self.close(),
         }
         result

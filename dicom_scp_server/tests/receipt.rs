@@ -217,10 +217,10 @@ fn commit_fails_leaves_no_file(early: bool) {
 }
 
 /// A pass answers a store only once its temp file's fsync has finished and the receipt is committed; a
-/// store whose fsync failed gets the error, its row is withdrawn and its file is not moved, while the
-/// others of the pass are stored.
+/// store whose fsync failed gets the error, no row and no file in place, while the others of the pass are
+/// stored.
 #[test]
-fn barrier_pass_waits_for_each_fsync_and_withdraws_a_failed_one() {
+fn barrier_pass_waits_for_each_fsync_and_leaves_out_a_failed_one() {
     for early in [false, true] {
         waits_for_each_fsync(early);
     }
