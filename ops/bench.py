@@ -10,7 +10,8 @@ Both peers get the same conditions: the same files (generated up front, already 
 and a quiet stack before each run (the previous run's indexing, thumbnails and metadata cache finished), and
 nothing deleted until the end. Deleting thousands of files just before a run is not neutral on this filesystem
 (ext4 without a journal skips inodes freed in the last minutes, scanning past them on every file creation), so
-whoever ran after a deletion would pay for it.
+whoever ran after a deletion would pay for it: in a run started within 5 minutes of another run's clean-up, the
+kernel's inode search took about a fifth of the SCP's CPU. `--keep` leaves the files, for back-to-back runs.
 
 A single run says little on a shared VM: storescp's own rate has been seen to vary fourfold between runs minutes
 apart (its page-cache writes cost whatever fresh guest memory costs at the time). So each association count
@@ -254,6 +255,12 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--rounds", type=int, default=3, help="rounds of both peers per association count")
     parser.add_argument("--associations", type=int, nargs="+", default=[1, 4])
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="leave the run's files (about 3 GB per round) instead of deleting them at the end: deleting them slows "
+        "every file creation on this file system for the next 5 minutes, so back-to-back runs should keep them",
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="noctis-bench-", dir=ROOT / "var" if (ROOT / "var").exists() else None))
     n = args.instances
@@ -290,7 +297,10 @@ def main() -> int:
         finally:
             stack.stop()
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if args.keep:
+            print(f"kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
     print(f"\n{n} instances ({megabytes:.0f} MB) per run, storescu -> 127.0.0.1 (TCP_NODELAY=1), {args.rounds} rounds")
     header = ("assoc", "NoctisPro inst/s", "MB/s", "storescp inst/s", "MB/s", "ratio", "rounds' ratios", "index lag")
     print("{:>5} {:>17} {:>7} {:>16} {:>7} {:>6}  {:<18} {:>10}".format(*header))
