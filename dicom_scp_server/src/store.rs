@@ -253,7 +253,7 @@ pub struct Storage {
     db: Db,
     barrier: Barrier,
     /// One store at a time per SOP Instance UID, so two associations sending the same instance don't race.
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    locks: Arc<LockMap>,
     counter: AtomicU64,
     buffers: Arc<BufferPool>,
     aligned: Arc<AlignedPool>,
@@ -305,23 +305,45 @@ const CHUNKS_IN_FLIGHT: usize = 8;
 /// from the file.
 const HEAD_KEPT: usize = 64 * 1024;
 
-/// What the writer thread says once the data set is complete (it goes on to fsync the file).
+/// The temp file once every fragment is written (not yet fsynced).
 struct Written {
     sha256: String,
     /// The file's first bytes (up to HEAD_KEPT).
     head: Vec<u8>,
+    /// The file's length.
+    size: u64,
     /// Time spent writing and hashing.
     busy: Duration,
+}
+
+/// What the writer thread hands back: the instance written, parsed and checked, fsynced, and (usually)
+/// already in its final place with its folder fsynced, all on the one thread (no hand-over between
+/// threads on the way, each of which cost a wake-up).
+struct Prepared {
+    sha256: String,
+    identity: InstanceIdentity,
+    relpath: String,
+    /// Renamed to `<Study>/<Series>/<SOP>.dcm` and the folder fsynced; false: the path was taken, the file
+    /// is still the temp file (the barrier places it the careful way).
+    early: bool,
+    /// The SOP Instance UID's lock, taken before the rename and held until the store is answered.
+    lock: InstanceLock,
+    phases: Phases,
+}
+
+/// What the writer needs to parse, check and place the instance.
+struct WriterJob {
+    request: StoreRequest,
+    root: PathBuf,
+    locks: Arc<LockMap>,
 }
 
 /// A data set being received into a temp file, by a blocking writer thread that writes and hashes each
 /// fragment while the association reads the next. Dropping it (failure, abort) removes the temp file.
 pub struct Incoming {
     chunks: Option<mpsc::Sender<Vec<u8>>>,
-    /// The writer's word once the data set is written (or why it could not be).
-    ready: Option<oneshot::Receiver<Result<Written, StoreError>>>,
-    /// The writer itself, which then fsyncs the file: its result is the fsync's.
-    writer: Option<durability::SyncHandle>,
+    /// The writer's word once the instance is prepared (or why it could not be).
+    ready: Option<oneshot::Receiver<Result<Prepared, StoreError>>>,
     path: PathBuf,
     size: u64,
     request: StoreRequest,
@@ -358,7 +380,7 @@ impl Incoming {
         }
         // The writer stopped early: it failed. Its error is the one to report.
         self.chunks = None;
-        match self.written().await.map(|(written, _)| written) {
+        match self.prepared().await {
             Err(e) => Err(e),
             Ok(_) => Err(StoreError::Io {
                 context: "write temp file",
@@ -367,17 +389,15 @@ impl Incoming {
         }
     }
 
-    /// Close the fragment channel and wait for the writer to have written everything; its fsync, started
-    /// then by the same thread (no hand-over to another), is the returned handle.
-    async fn written(&mut self) -> Result<(Written, durability::SyncHandle), StoreError> {
+    /// Close the fragment channel and wait for the writer to have prepared the instance.
+    async fn prepared(&mut self) -> Result<Prepared, StoreError> {
         self.chunks = None;
         let closed = || StoreError::Io {
             context: "write temp file",
             source: std::io::Error::other("writer stopped"),
         };
-        let (ready, writer) = self.ready.take().zip(self.writer.take()).ok_or_else(closed)?;
-        let written = ready.await.map_err(|_| closed())??;
-        Ok((written, writer))
+        let ready = self.ready.take().ok_or_else(closed)?;
+        ready.await.map_err(|_| closed())?
     }
 
     pub fn request(&self) -> &StoreRequest {
@@ -390,33 +410,92 @@ impl Incoming {
     }
 }
 
-/// The writer thread: write the temp file (temp_fill), say so on `ready`, then fsync it; the fsync's
-/// result is the thread's.
+/// The writer thread: write the temp file, parse and check the data set, fsync, then under the SOP
+/// Instance UID's lock rename it into place and fsync the folder (`temp_prepare`); the result goes on
+/// `ready`. A store given up on meanwhile (nobody takes the result) has its placed file taken out again:
+/// it was never acknowledged.
 fn temp_write(
     path: PathBuf,
     abandoned: Arc<Mutex<bool>>,
     meta: Vec<u8>,
     chunks: mpsc::Receiver<Vec<u8>>,
     setup: (Arc<BufferPool>, Arc<AlignedPool>, bool),
-    ready: oneshot::Sender<Result<Written, StoreError>>,
-) -> std::io::Result<Duration> {
-    let file = match temp_fill(path, abandoned.clone(), meta, chunks, setup) {
-        Ok((file, written)) => {
-            let _ = ready.send(Ok(written));
-            file
+    job: WriterJob,
+    ready: oneshot::Sender<Result<Prepared, StoreError>>,
+) {
+    let result = temp_prepare(&path, &abandoned, meta, chunks, setup, &job);
+    if let Err(Ok(prepared)) = ready.send(result) {
+        if prepared.early {
+            durability::files_remove(&[job.root.join(&prepared.relpath)]);
         }
-        Err(e) => {
-            let reason = e.to_string();
-            let _ = ready.send(Err(e));
-            return Err(std::io::Error::other(reason));
-        }
+    }
+}
+
+fn temp_prepare(
+    path: &Path,
+    abandoned: &Arc<Mutex<bool>>,
+    meta: Vec<u8>,
+    chunks: mpsc::Receiver<Vec<u8>>,
+    setup: (Arc<BufferPool>, Arc<AlignedPool>, bool),
+    job: &WriterJob,
+) -> Result<Prepared, StoreError> {
+    let (file, written) = temp_fill(path.to_path_buf(), abandoned.clone(), meta, chunks, setup)?;
+    let mut phases = Phases {
+        write: written.busy,
+        ..Phases::default()
     };
+    let t = Instant::now();
+    let identity = match instance_identity_from_head(&written.head, written.size) {
+        Some(identity) => identity?,
+        None => instance_identity_read(path)?,
+    };
+    phases.parse = t.elapsed();
+    let r = &job.request;
+    if identity.sop_instance_uid != r.sop_instance_uid {
+        return Err(StoreError::InstanceMismatch {
+            command: r.sop_instance_uid.clone(),
+            dataset: identity.sop_instance_uid,
+        });
+    }
+    if identity.sop_class_uid != r.sop_class_uid {
+        return Err(StoreError::ClassMismatch {
+            command: r.sop_class_uid.clone(),
+            dataset: identity.sop_class_uid,
+        });
+    }
+    let relpath = instance_relpath(
+        &identity.study_instance_uid,
+        &identity.series_instance_uid,
+        &identity.sop_instance_uid,
+    )?;
     // A store given up on (its file removed) needs no fsync.
     if *abandoned.lock().unwrap_or_else(|e| e.into_inner()) {
-        return Err(std::io::Error::other("store abandoned"));
+        return Err(StoreError::Io {
+            context: "fsync temp file",
+            source: std::io::Error::other("store abandoned"),
+        });
     }
+    // The data is durable before the file takes its final name, so a crash never leaves a torn file
+    // there.
     let t = Instant::now();
-    file.sync_all().map(|()| t.elapsed())
+    file.sync_all().map_err(StoreError::io("fsync temp file"))?;
+    drop(file);
+    phases.fsync = t.elapsed();
+    let lock = InstanceLock::acquire_blocking(&job.locks, &identity.sop_instance_uid);
+    let t = Instant::now();
+    // Any file already at our path without a receipt is a leftover that was never acknowledged; the
+    // barrier replaces it unless it is this very content.
+    let early = durability::file_place_early(path, &job.root.join(&relpath))
+        .map_err(StoreError::io("rename into place"))?;
+    phases.place = t.elapsed();
+    Ok(Prepared {
+        sha256: written.sha256,
+        identity,
+        relpath,
+        early,
+        lock,
+        phases,
+    })
 }
 
 /// Create the temp file, write the file meta then each fragment, hash everything, keep the head. Stops at
@@ -457,11 +536,13 @@ fn temp_fill(
         busy += t.elapsed();
     }
     let t = Instant::now();
+    let size = out.size();
     let file = out.finish().map_err(StoreError::io("write temp file"))?;
     busy += t.elapsed();
     let written = Written {
         sha256: hex(&hasher.finalize()),
         head,
+        size,
         busy,
     };
     Ok((file, written))
@@ -506,7 +587,7 @@ impl Storage {
             on_conflict,
             barrier: Barrier::start(db.clone()),
             db,
-            locks: Mutex::new(HashMap::new()),
+            locks: Arc::new(LockMap::default()),
             counter: AtomicU64::new(0),
             buffers: Arc::new(BufferPool::default()),
             aligned: Arc::new(AlignedPool::default()),
@@ -563,11 +644,15 @@ impl Storage {
         let (p, a) = (path.clone(), abandoned.clone());
         let setup = (self.buffers.clone(), self.aligned.clone(), self.direct_io);
         let (ready_tx, ready) = oneshot::channel();
-        let writer = tokio::task::spawn_blocking(move || temp_write(p, a, meta, rx, setup, ready_tx));
+        let job = WriterJob {
+            request: request.clone(),
+            root: self.root.clone(),
+            locks: self.locks.clone(),
+        };
+        tokio::task::spawn_blocking(move || temp_write(p, a, meta, rx, setup, job, ready_tx));
         Ok(Incoming {
             chunks: Some(tx),
             ready: Some(ready),
-            writer: Some(writer),
             path,
             size,
             keep_file: false,
@@ -582,41 +667,18 @@ impl Storage {
         &self,
         mut incoming: Incoming,
     ) -> Result<(StoreOutcome, NewReceipt, Phases), StoreError> {
-        // The writer fsyncs the file while the data set is parsed, the file renamed into place and the
-        // receipt inserted; nothing is committed before the fsync has finished.
-        let (written, fsync) = incoming.written().await?;
-        incoming.phases.write = written.busy;
-        let Written { sha256, head, .. } = written;
-
-        let t = Instant::now();
-        let identity = match instance_identity_from_head(&head, incoming.size) {
-            Some(identity) => identity?,
-            None => {
-                let temp = incoming.path.clone();
-                tokio::task::spawn_blocking(move || instance_identity_read(&temp))
-                    .await
-                    .map_err(|e| StoreError::Decode(e.to_string()))??
-            }
-        };
-        incoming.phases.parse = t.elapsed();
+        // The writer has written, parsed and checked, fsynced and, under the SOP Instance UID's lock (held
+        // until the answer), placed the file: the barrier records it.
+        let Prepared {
+            sha256,
+            identity,
+            relpath,
+            early,
+            lock,
+            phases,
+        } = incoming.prepared().await?;
+        incoming.phases = phases;
         let r = incoming.request.clone();
-        if identity.sop_instance_uid != r.sop_instance_uid {
-            return Err(StoreError::InstanceMismatch {
-                command: r.sop_instance_uid,
-                dataset: identity.sop_instance_uid,
-            });
-        }
-        if identity.sop_class_uid != r.sop_class_uid {
-            return Err(StoreError::ClassMismatch {
-                command: r.sop_class_uid,
-                dataset: identity.sop_class_uid,
-            });
-        }
-        let relpath = instance_relpath(
-            &identity.study_instance_uid,
-            &identity.series_instance_uid,
-            &identity.sop_instance_uid,
-        )?;
         let receipt = NewReceipt {
             sop_instance_uid: identity.sop_instance_uid.clone(),
             sop_class_uid: identity.sop_class_uid.clone(),
@@ -631,9 +693,8 @@ impl Storage {
             attrs: serde_json::to_string(&identity.attrs).expect("string map serializes"),
         };
 
-        let locked = self.instance_lock(&receipt.sop_instance_uid).await;
-        let outcome = self.place(&mut incoming, &receipt, Some(fsync)).await;
-        drop(locked);
+        let outcome = self.place(&mut incoming, &receipt, Some(early)).await;
+        drop(lock);
         Ok((outcome?, receipt, incoming.phases))
     }
 
@@ -644,9 +705,9 @@ impl Storage {
         &self,
         incoming: &mut Incoming,
         receipt: &NewReceipt,
-        fsync: durability::Synced,
+        early: Option<bool>,
     ) -> Result<StoreOutcome, StoreError> {
-        if let Some(outcome) = self.place_new(incoming, receipt, fsync).await? {
+        if let Some(outcome) = self.place_new(incoming, receipt, early).await? {
             return Ok(outcome);
         }
         let t = Instant::now();
@@ -664,36 +725,28 @@ impl Storage {
     }
 
     /// Through the barrier; `None` when the SOP Instance UID already has a receipt (nothing moved).
+    /// `early`: whether the writer already placed the file (None: not tried, so try now).
     async fn place_new(
         &self,
         incoming: &mut Incoming,
         receipt: &NewReceipt,
-        synced: durability::Synced,
+        early: Option<bool>,
     ) -> Result<Option<StoreOutcome>, StoreError> {
-        // The data is durable before the file takes its final name, so a crash never leaves a torn file
-        // there. Renamed now, when nothing is at our path, so the pass fsyncs the folder beside its
-        // INSERT. Any file already at our path without a receipt is a leftover that was never
-        // acknowledged; the barrier replaces it unless it is this very content.
-        if let Some(handle) = synced {
-            let fsync = handle
-                .await
-                .map_err(|e| StoreError::Io {
-                    context: "fsync temp file",
-                    source: std::io::Error::other(e),
-                })?
-                .map_err(StoreError::io("fsync temp file"))?;
-            incoming.phases.fsync = fsync;
-        }
         let t = Instant::now();
         let final_path = self.root.join(&receipt.path);
-        let (temp, fin) = (incoming.path.clone(), final_path.clone());
-        let early = tokio::task::spawn_blocking(move || durability::file_place_early(&temp, &fin))
-            .await
-            .map_err(|e| StoreError::Io {
-                context: "rename into place",
-                source: std::io::Error::other(e),
-            })?
-            .map_err(StoreError::io("rename into place"))?;
+        let early = match early {
+            Some(early) => early,
+            None => {
+                let (temp, fin) = (incoming.path.clone(), final_path.clone());
+                tokio::task::spawn_blocking(move || durability::file_place_early(&temp, &fin))
+                    .await
+                    .map_err(|e| StoreError::Io {
+                        context: "rename into place",
+                        source: std::io::Error::other(e),
+                    })?
+                    .map_err(StoreError::io("rename into place"))?
+            }
+        };
         let placed = self
             .barrier
             .instance_place(PlaceRequest {
@@ -810,30 +863,35 @@ impl Storage {
             let _ = dir_sync(parent).await;
         }
     }
-
-    /// Wait for, then hold, the SOP Instance UID's lock until the returned guard is dropped.
-    async fn instance_lock(&self, sop: &str) -> InstanceLock<'_> {
-        let lock = {
-            let mut locks = self.locks.lock().expect("lock map");
-            locks.entry(sop.to_string()).or_default().clone()
-        };
-        InstanceLock {
-            locks: &self.locks,
-            sop: sop.to_string(),
-            guard: Some(lock.lock_owned().await),
-        }
-    }
 }
+
+/// The SOP Instance UIDs being stored right now, each with its lock.
+type LockMap = Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>;
 
 /// A held SOP Instance UID lock. Dropping it releases the lock, and the map's entry goes with it when
 /// nobody else holds or waits for it, so the map holds only the UIDs being stored right now.
-struct InstanceLock<'a> {
-    locks: &'a Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+struct InstanceLock {
+    locks: Arc<LockMap>,
     sop: String,
     guard: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
-impl Drop for InstanceLock<'_> {
+impl InstanceLock {
+    /// Wait for, then hold, the SOP Instance UID's lock (from a blocking thread, never a task).
+    fn acquire_blocking(locks: &Arc<LockMap>, sop: &str) -> InstanceLock {
+        let lock = {
+            let mut map = locks.lock().unwrap_or_else(|e| e.into_inner());
+            map.entry(sop.to_string()).or_default().clone()
+        };
+        InstanceLock {
+            locks: locks.clone(),
+            sop: sop.to_string(),
+            guard: Some(lock.blocking_lock_owned()),
+        }
+    }
+}
+
+impl Drop for InstanceLock {
     fn drop(&mut self) {
         // The guard holds a reference of its own: release it first, then only the map may hold one.
         self.guard.take();
@@ -1110,15 +1168,16 @@ mod tests {
         let tasks: Vec<_> = (0..40)
             .map(|i| {
                 let (storage, inside) = (storage.clone(), inside.clone());
-                tokio::spawn(async move {
+                // As the writer threads take it: from blocking threads.
+                tokio::task::spawn_blocking(move || {
                     let uid = i % 4;
-                    let _held = storage.instance_lock(&format!("1.2.{uid}")).await;
+                    let _held = InstanceLock::acquire_blocking(&storage.locks, &format!("1.2.{uid}"));
                     assert_eq!(
                         inside[uid].fetch_add(1, Ordering::SeqCst),
                         0,
                         "one store per UID at a time"
                     );
-                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    std::thread::sleep(Duration::from_millis(1));
                     inside[uid].fetch_sub(1, Ordering::SeqCst);
                 })
             })

@@ -134,6 +134,11 @@ impl TempWriter {
         Ok(TempWriter { file, mode, size: 0 })
     }
 
+    /// Bytes written so far: the file's length once finished.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
     /// Whether this file is being written with O_DIRECT.
     pub fn is_direct(&self) -> bool {
         matches!(self.mode, Mode::Direct { .. })

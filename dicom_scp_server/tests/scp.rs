@@ -122,6 +122,49 @@ fn stores_file_and_receipt(scp: Scp) {
     assert!(scp.incoming_files().is_empty());
 }
 
+/// A header longer than the first bytes the writer keeps in memory (here a 200 KB private element before
+/// the pixel data): identity and attributes are read back from the temp file, and the store is the same.
+#[test]
+fn long_header_is_parsed_from_the_file() {
+    let scp = Scp::start(ScpOptions::new(&db_url()));
+    let dir = tempfile::tempdir().unwrap();
+    let inst = Instance::ct();
+    let meta = dicom_object::meta::FileMetaTableBuilder::new()
+        .media_storage_sop_class_uid(inst.sop_class.as_str())
+        .media_storage_sop_instance_uid(inst.sop())
+        .transfer_syntax(inst.transfer_syntax.as_str())
+        .implementation_class_uid("2.25.1")
+        .build()
+        .unwrap();
+    let mut obj = inst.dataset();
+    obj.put(DataElement::new(
+        dicom_core::Tag(0x0029, 0x0010),
+        VR::LO,
+        PrimitiveValue::from("NOCTIS TEST"),
+    ));
+    obj.put(DataElement::new(
+        dicom_core::Tag(0x0029, 0x1010),
+        VR::OB,
+        PrimitiveValue::from(vec![7u8; 200_000]),
+    ));
+    let sent = dir.path().join("long-header.dcm");
+    obj.with_exact_meta(meta).write_to_file(&sent).unwrap();
+    let (code, out) = storescu(&scp, &[&sent]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(store_responses(&out), vec!["Success"], "{out}");
+    let stored = scp.storage.join(inst.relpath());
+    assert_eq!(dataset_bytes(&stored), dataset_bytes(&sent));
+    let rows = receipts_for(inst.sop());
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        rows[0].cols["series_instance_uid"].as_deref(),
+        Some(inst.series.as_str())
+    );
+    assert_eq!(rows[0].attrs["PatientName"], "Doe^Jane");
+    assert_eq!(rows[0].attrs["InstanceNumber"], "7");
+    assert!(scp.incoming_files().is_empty());
+}
+
 #[test]
 fn same_instance_twice_is_one_file_and_one_row() {
     let scp = Scp::start(ScpOptions::new(&db_url()));
