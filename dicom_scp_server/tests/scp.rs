@@ -129,13 +129,6 @@ fn long_header_is_parsed_from_the_file() {
     let scp = Scp::start(ScpOptions::new(&db_url()));
     let dir = tempfile::tempdir().unwrap();
     let inst = Instance::ct();
-    let meta = dicom_object::meta::FileMetaTableBuilder::new()
-        .media_storage_sop_class_uid(inst.sop_class.as_str())
-        .media_storage_sop_instance_uid(inst.sop())
-        .transfer_syntax(inst.transfer_syntax.as_str())
-        .implementation_class_uid("2.25.1")
-        .build()
-        .unwrap();
     let mut obj = inst.dataset();
     obj.put(DataElement::new(
         dicom_core::Tag(0x0029, 0x0010),
@@ -147,8 +140,7 @@ fn long_header_is_parsed_from_the_file() {
         VR::OB,
         PrimitiveValue::from(vec![7u8; 200_000]),
     ));
-    let sent = dir.path().join("long-header.dcm");
-    obj.with_exact_meta(meta).write_to_file(&sent).unwrap();
+    let sent = inst.write_dataset(dir.path(), obj);
     let (code, out) = storescu(&scp, &[&sent]);
     assert_eq!(code, 0, "{out}");
     assert_eq!(store_responses(&out), vec!["Success"], "{out}");

@@ -289,6 +289,11 @@ impl Instance {
 
     /// Write as a Part-10 file (meta names a SOP instance even when the data set lacks one).
     pub fn write(&self, dir: &Path) -> PathBuf {
+        self.write_dataset(dir, self.dataset())
+    }
+
+    /// Write `dataset` (this instance's, changed) as a Part-10 file with this instance's file meta.
+    pub fn write_dataset(&self, dir: &Path, dataset: InMemDicomObject) -> PathBuf {
         let meta_sop = self.sop_instance.clone().unwrap_or_else(unique_uid);
         let meta = FileMetaTableBuilder::new()
             .media_storage_sop_class_uid(self.sop_class.as_str())
@@ -298,7 +303,7 @@ impl Instance {
             .build()
             .unwrap();
         let path = dir.join(format!("{}.dcm", unique_uid()));
-        self.dataset().with_exact_meta(meta).write_to_file(&path).unwrap();
+        dataset.with_exact_meta(meta).write_to_file(&path).unwrap();
         path
     }
 }
