@@ -324,10 +324,12 @@ struct Prepared {
     identity: InstanceIdentity,
     relpath: String,
     /// Renamed to `<Study>/<Series>/<SOP>.dcm` and the folder fsynced; false: the path was taken, the file
-    /// is still the temp file (the barrier places it the careful way).
-    early: bool,
-    /// The SOP Instance UID's lock, taken before the rename and held until the store is answered.
-    lock: InstanceLock,
+    /// is still the temp file (the barrier places it the careful way); None: not tried (`lock` is None).
+    early: Option<bool>,
+    /// The SOP Instance UID's lock, taken before the rename and held until the store is answered. None when
+    /// another store of the same UID held it: the writer never waits for it (a blocking thread waiting on a
+    /// store that needs a blocking thread itself could wait forever), the association's task does.
+    lock: Option<InstanceLock>,
     phases: Phases,
 }
 
@@ -425,7 +427,7 @@ fn temp_write(
 ) {
     let result = temp_prepare(&path, &abandoned, meta, chunks, setup, &job);
     if let Err(Ok(prepared)) = ready.send(result) {
-        if prepared.early {
+        if prepared.early == Some(true) {
             durability::files_remove(&[job.root.join(&prepared.relpath)]);
         }
     }
@@ -481,12 +483,17 @@ fn temp_prepare(
     file.sync_all().map_err(StoreError::io("fsync temp file"))?;
     drop(file);
     phases.fsync = t.elapsed();
-    let lock = InstanceLock::acquire_blocking(&job.locks, &identity.sop_instance_uid);
+    let lock = InstanceLock::try_acquire(&job.locks, &identity.sop_instance_uid);
     let t = Instant::now();
     // Any file already at our path without a receipt is a leftover that was never acknowledged; the
     // barrier replaces it unless it is this very content.
-    let early = durability::file_place_early(path, &job.root.join(&relpath))
-        .map_err(StoreError::io("rename into place"))?;
+    let early = match lock {
+        Some(_) => Some(
+            durability::file_place_early(path, &job.root.join(&relpath))
+                .map_err(StoreError::io("rename into place"))?,
+        ),
+        None => None,
+    };
     phases.place = t.elapsed();
     Ok(Prepared {
         sha256: written.sha256,
@@ -693,7 +700,11 @@ impl Storage {
             attrs: serde_json::to_string(&identity.attrs).expect("string map serializes"),
         };
 
-        let outcome = self.place(&mut incoming, &receipt, Some(early)).await;
+        let lock = match lock {
+            Some(lock) => lock,
+            None => InstanceLock::acquire(&self.locks, &receipt.sop_instance_uid).await,
+        };
+        let outcome = self.place(&mut incoming, &receipt, early).await;
         drop(lock);
         Ok((outcome?, receipt, incoming.phases))
     }
@@ -877,16 +888,30 @@ struct InstanceLock {
 }
 
 impl InstanceLock {
-    /// Wait for, then hold, the SOP Instance UID's lock (from a blocking thread, never a task).
-    fn acquire_blocking(locks: &Arc<LockMap>, sop: &str) -> InstanceLock {
-        let lock = {
-            let mut map = locks.lock().unwrap_or_else(|e| e.into_inner());
-            map.entry(sop.to_string()).or_default().clone()
+    fn entry(locks: &Arc<LockMap>, sop: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = locks.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(sop.to_string()).or_default().clone()
+    }
+
+    /// The SOP Instance UID's lock if nobody holds it (the writer thread's way: it never waits).
+    fn try_acquire(locks: &Arc<LockMap>, sop: &str) -> Option<InstanceLock> {
+        let guard = Self::entry(locks, sop).try_lock_owned().ok();
+        let held = InstanceLock {
+            locks: locks.clone(),
+            sop: sop.to_string(),
+            guard,
         };
+        // Dropped when not taken, which also takes a map entry only we made back out.
+        held.guard.is_some().then_some(held)
+    }
+
+    /// Wait for, then hold, the SOP Instance UID's lock.
+    async fn acquire(locks: &Arc<LockMap>, sop: &str) -> InstanceLock {
+        let guard = Self::entry(locks, sop).lock_owned().await;
         InstanceLock {
             locks: locks.clone(),
             sop: sop.to_string(),
-            guard: Some(lock.blocking_lock_owned()),
+            guard: Some(guard),
         }
     }
 }
@@ -1168,16 +1193,26 @@ mod tests {
         let tasks: Vec<_> = (0..40)
             .map(|i| {
                 let (storage, inside) = (storage.clone(), inside.clone());
-                // As the writer threads take it: from blocking threads.
-                tokio::task::spawn_blocking(move || {
+                tokio::spawn(async move {
                     let uid = i % 4;
-                    let _held = InstanceLock::acquire_blocking(&storage.locks, &format!("1.2.{uid}"));
+                    let sop = format!("1.2.{uid}");
+                    // As a store takes it: the writer thread tries, the task waits when that failed.
+                    let tried = {
+                        let (locks, sop) = (storage.locks.clone(), sop.clone());
+                        tokio::task::spawn_blocking(move || InstanceLock::try_acquire(&locks, &sop))
+                            .await
+                            .unwrap()
+                    };
+                    let _held = match tried {
+                        Some(held) => held,
+                        None => InstanceLock::acquire(&storage.locks, &sop).await,
+                    };
                     assert_eq!(
                         inside[uid].fetch_add(1, Ordering::SeqCst),
                         0,
                         "one store per UID at a time"
                     );
-                    std::thread::sleep(Duration::from_millis(1));
+                    tokio::time::sleep(Duration::from_millis(1)).await;
                     inside[uid].fetch_sub(1, Ordering::SeqCst);
                 })
             })

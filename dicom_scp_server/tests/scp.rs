@@ -185,6 +185,28 @@ fn same_instance_twice_is_one_file_and_one_row() {
     assert_eq!(rows[0].attrs["PatientName"], "Doe^Jane");
 }
 
+/// The same instance from several associations at once: the stores of one SOP Instance UID take turns (a
+/// writer that finds the UID's lock taken leaves the placing to its association's task, which waits), and
+/// every sender gets Success for one file and one receipt.
+#[test]
+fn same_instance_from_parallel_associations_is_one_file_and_one_row() {
+    let scp = Scp::start(ScpOptions::new(&db_url()));
+    let dir = tempfile::tempdir().unwrap();
+    let inst = Instance::ct();
+    let f = inst.write(dir.path());
+    let answers: Vec<(i32, String)> = std::thread::scope(|scope| {
+        let senders: Vec<_> = (0..6).map(|_| scope.spawn(|| storescu(&scp, &[&f]))).collect();
+        senders.into_iter().map(|s| s.join().unwrap()).collect()
+    });
+    for (code, out) in answers {
+        assert_eq!(code, 0, "{out}");
+        assert_eq!(store_responses(&out), vec!["Success"], "{out}");
+    }
+    assert_eq!(scp.stored_files(), vec![scp.storage.join(inst.relpath())]);
+    assert_eq!(receipts_for(inst.sop()).len(), 1);
+    assert!(scp.incoming_files().is_empty());
+}
+
 #[test]
 fn overwrite_policy_replaces_file_and_receipt() {
     let scp = Scp::start(ScpOptions::new(&db_url()).env("SCP_ON_CONFLICT", "overwrite"));
