@@ -9,7 +9,7 @@ SCP := dicom_scp_server
 export TCP_NODELAY := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint lint-python lint-rust migrations-check fmt bench bench-ai bench-dicomweb bench-qr bench-viewer profile-api install install-test clean
+.PHONY: help run test lint lint-python lint-rust migrations-check fmt bench bench-ai bench-dicomweb bench-qr bench-viewer profile-api profile-ingest install install-test clean
 
 help:  ## list the targets
 	@awk -F ':.*## ' '/^[a-z-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -41,6 +41,9 @@ bench-dicomweb: install-test  ## DICOMweb latency at 1M instances and vs Orthanc
 
 profile-api: install-test  ## FastAPI CPU ms per request per query kind (PROFILE_*; ARGS=--profile for a cProfile top list)
 	$(PY) -m ops.profile_api $(ARGS)
+
+profile-ingest: install-test  ## the stack alone under storescu: inst/s, CPU ms, context switches and store phases per instance (ARGS=--associations 1)
+	$(PY) -m ops.profile_ingest $(ARGS)
 
 lint: lint-python lint-rust migrations-check  ## what CI and pre-commit enforce
 

@@ -101,17 +101,18 @@ def _stat_fields(pid: str) -> list[str] | None:
         return None
 
 
-def cpu_by_service(root_pid: int) -> dict[str, float]:
-    """CPU seconds (user + system) so far of every process under `root_pid`, summed per service."""
+def services_under(root_pid: int) -> dict[int, tuple[str, list[str]]]:
+    """Every process under `root_pid` (itself included): its service (SERVICES, else "other") and its /proc stat
+    fields."""
     parents: dict[int, int] = {}
-    times: dict[int, float] = {}
+    stats: dict[int, list[str]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or (fields := _stat_fields(entry)) is None:
             continue
         parents[int(entry)] = int(fields[1])
-        times[int(entry)] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-    totals: dict[str, float] = defaultdict(float)
-    for pid, seconds in times.items():
+        stats[int(entry)] = fields
+    found: dict[int, tuple[str, list[str]]] = {}
+    for pid, fields in stats.items():
         ancestor = pid
         while ancestor not in (root_pid, 0, 1) and ancestor in parents:
             ancestor = parents[ancestor]
@@ -122,8 +123,15 @@ def cpu_by_service(root_pid: int) -> dict[str, float]:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        name = next((svc for key, svc in SERVICES.items() if key == comm or key in cmdline), "other")
-        totals[name] += seconds
+        found[pid] = (next((svc for key, svc in SERVICES.items() if key == comm or key in cmdline), "other"), fields)
+    return found
+
+
+def cpu_by_service(root_pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) so far of every process under `root_pid`, summed per service."""
+    totals: dict[str, float] = defaultdict(float)
+    for name, fields in services_under(root_pid).values():
+        totals[name] += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
     return totals
 
 
