@@ -165,10 +165,9 @@ fn unavailable(reason: &str) -> StoreError {
 /// One whole pass for these stores: wait for any fsync still running, INSERT, move the late ones into
 /// place, COMMIT, then the answers. A pass of early stores only (the usual case) has nothing left to do
 /// but record the rows: its INSERT is a transaction of its own, one round trip.
-pub async fn barrier_pass(db: &Db, jobs: Vec<Job>) {
+pub async fn barrier_pass(db: &Db, mut jobs: Vec<Job>) {
     let t = Instant::now();
     let count = jobs.len();
-    let mut jobs = jobs;
     let handles: Vec<Synced> = jobs.iter_mut().map(|(r, _)| r.synced.take()).collect();
     let synced = fsyncs_wait(handles).await;
     // A store whose file could not be fsynced leaves the pass with the error, before any row is written.
@@ -192,7 +191,7 @@ pub async fn barrier_pass(db: &Db, jobs: Vec<Job>) {
             }
         }
     }
-    files_remove_blocking(std::mem::take(&mut to_remove)).await;
+    files_remove_blocking(to_remove).await;
     if pass.is_empty() {
         return;
     }
