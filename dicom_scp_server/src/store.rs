@@ -323,14 +323,20 @@ struct Prepared {
     sha256: String,
     identity: InstanceIdentity,
     relpath: String,
-    /// Renamed to `<Study>/<Series>/<SOP>.dcm` and the folder fsynced; false: the path was taken, the file
-    /// is still the temp file (the barrier places it the careful way); None: not tried (`lock` is None).
-    early: Option<bool>,
-    /// The SOP Instance UID's lock, taken before the rename and held until the store is answered. None when
-    /// another store of the same UID held it: the writer never waits for it (a blocking thread waiting on a
-    /// store that needs a blocking thread itself could wait forever), the association's task does.
-    lock: Option<InstanceLock>,
+    /// None when another store of the same UID held its lock: the writer never waits for it (a blocking
+    /// thread waiting on a store that needs a blocking thread itself could wait forever); the association's
+    /// task waits, then places the file.
+    placed: Option<Placement>,
     phases: Phases,
+}
+
+/// The writer's attempt at placing the file, under the SOP Instance UID's lock.
+struct Placement {
+    /// Taken before the rename and held until the store is answered.
+    lock: InstanceLock,
+    /// Renamed to `<Study>/<Series>/<SOP>.dcm` and the folder fsynced; false: the path was taken, the file
+    /// is still the temp file (the barrier places it the careful way).
+    early: bool,
 }
 
 /// What the writer needs to parse, check and place the instance.
@@ -427,7 +433,7 @@ fn temp_write(
 ) {
     let result = temp_prepare(&path, &abandoned, meta, chunks, setup, &job);
     if let Err(Ok(prepared)) = ready.send(result) {
-        if prepared.early == Some(true) {
+        if prepared.placed.is_some_and(|p| p.early) {
             durability::files_remove(&[job.root.join(&prepared.relpath)]);
         }
     }
@@ -483,15 +489,15 @@ fn temp_prepare(
     file.sync_all().map_err(StoreError::io("fsync temp file"))?;
     drop(file);
     phases.fsync = t.elapsed();
-    let lock = InstanceLock::try_acquire(&job.locks, &identity.sop_instance_uid);
     let t = Instant::now();
-    // Any file already at our path without a receipt is a leftover that was never acknowledged; the
-    // barrier replaces it unless it is this very content.
-    let early = match lock {
-        Some(_) => Some(
-            durability::file_place_early(path, &job.root.join(&relpath))
+    let placed = match InstanceLock::try_acquire(&job.locks, &identity.sop_instance_uid) {
+        // Any file already at our path without a receipt is a leftover that was never acknowledged; the
+        // barrier replaces it unless it is this very content.
+        Some(lock) => Some(Placement {
+            early: durability::file_place_early(path, &job.root.join(&relpath))
                 .map_err(StoreError::io("rename into place"))?,
-        ),
+            lock,
+        }),
         None => None,
     };
     phases.place = t.elapsed();
@@ -499,8 +505,7 @@ fn temp_prepare(
         sha256: written.sha256,
         identity,
         relpath,
-        early,
-        lock,
+        placed,
         phases,
     })
 }
@@ -680,8 +685,7 @@ impl Storage {
             sha256,
             identity,
             relpath,
-            early,
-            lock,
+            placed,
             phases,
         } = incoming.prepared().await?;
         incoming.phases = phases;
@@ -700,9 +704,12 @@ impl Storage {
             attrs: serde_json::to_string(&identity.attrs).expect("string map serializes"),
         };
 
-        let lock = match lock {
-            Some(lock) => lock,
-            None => InstanceLock::acquire(&self.locks, &receipt.sop_instance_uid).await,
+        let (lock, early) = match placed {
+            Some(Placement { lock, early }) => (lock, Some(early)),
+            None => (
+                InstanceLock::acquire(&self.locks, &receipt.sop_instance_uid).await,
+                None,
+            ),
         };
         let outcome = self.place(&mut incoming, &receipt, early).await;
         drop(lock);
