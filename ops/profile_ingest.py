@@ -27,7 +27,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from ops.bench import ROOT, Run, children_cpu, cpu_by_service, cpu_line, ct_series, send, services_under, stack_quiet
+from ops.bench import ROOT, cpu_line, ct_series, scp_run, services_under, stack_quiet
 from ops.launch import stack_launch
 
 PHASES = ("recv_us", "write", "fsync", "parse", "place")
@@ -83,16 +83,12 @@ def main() -> int:
     log_path = work / "var" / "log" / "rust_scp.log"
     try:
         for r in range(args.rounds):
-            stack_quiet(stack.proc.pid)
-            os.sync()
             log_from = log_path.stat().st_size if log_path.exists() else 0
+            # Counted from a quiet stack; scp_run waits for 4 more quiet seconds (a few hundred switches, well
+            # under 1% of a run's).
+            stack_quiet(stack.proc.pid)
             switches = switches_by_service(stack.proc.pid)
-            before, storescu_before = cpu_by_service(stack.proc.pid), children_cpu()
-            seconds = send(files, port=int(stack.env["DICOM_PORT"]), ae_title=stack.env["DICOM_AE_TITLE"],
-                           associations=args.associations)  # fmt: skip
-            after = cpu_by_service(stack.proc.pid)
-            cpu = {"storescu": children_cpu() - storescu_before}
-            cpu.update({name: after[name] - before.get(name, 0.0) for name in after})
+            run = scp_run(files, associations=args.associations, env=stack.env, root_pid=stack.proc.pid)
             switched = switches_by_service(stack.proc.pid)
             per_instance = {name: (count - switches.get(name, 0)) / n for name, count in switched.items()}
             per_instance = {name: v for name, v in sorted(per_instance.items(), key=lambda kv: -kv[1]) if v >= 0.1}
@@ -100,8 +96,8 @@ def main() -> int:
             with open(log_path, errors="replace") as log:
                 log.seek(log_from)
                 phases = phases_summary(log.readlines())
-            print(f"round {r + 1}: {n / seconds:.0f} inst/s over {args.associations} associations")
-            print(f"  CPU ms per instance: {cpu_line(Run(seconds, cpu), n)}")
+            print(f"round {r + 1}: {n / run.seconds:.0f} inst/s over {args.associations} associations")
+            print(f"  CPU ms per instance: {cpu_line(run, n)}")
             print("  context switches per instance: " + " ".join(f"{k}={v:.1f}" for k, v in per_instance.items()))
             print("  phases µs p50/p90: " + " ".join(f"{k}={p50}/{p90}" for k, (p50, p90) in phases.items()))
     finally:
