@@ -9,7 +9,8 @@ Starts a private stack (as the end-to-end tests do), sends `--instances` CT inst
   path shows here before it shows in the rate;
 - the per-store phases from the SCP's `C-STORE stored` log lines (write, fsync, parse, place; p50 / p90).
 
-The generated files are kept in `--data` and reused (the stack is new each time, so the same files are new
+Each round sends its own study (a resent instance would take the duplicate path). The generated files are kept
+in `--data`, one folder per round, and reused by later runs (the stack is new each run, so the same files are new
 instances to it). Nothing is deleted at the end: a deletion slows every file creation on ext4 without a journal
 for the next 5 minutes (see ops/bench.py); the run's folder is printed for you to remove.
 
@@ -65,6 +66,15 @@ def phases_summary(log_lines: list[str]) -> dict[str, tuple[int, int]]:
     return out
 
 
+def study_files(folder: Path, n: int) -> list[Path]:
+    """`n` instances of one study in `folder`, generated there unless an earlier run left them."""
+    files = sorted(folder.glob("*.dcm"))[:n]
+    if len(files) < n:
+        print(f"generating {n} CT instances in {folder} ...", flush=True)
+        files = ct_series(folder, n)
+    return files
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--instances", type=int, default=2000)
@@ -73,16 +83,13 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=ROOT / "var" / "profile-ingest-data")
     args = parser.parse_args()
     n = args.instances
-    files = sorted(args.data.glob("*.dcm"))[:n]
-    if len(files) < n:
-        print(f"generating {n} CT instances in {args.data} ...", flush=True)
-        files = ct_series(args.data, n)
+    studies = [study_files(args.data / f"round-{r + 1}", n) for r in range(args.rounds)]
     (ROOT / "var").mkdir(exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="profile-ingest-", dir=ROOT / "var"))
     stack = stack_launch(work, timeout=300)
     log_path = work / "var" / "log" / "rust_scp.log"
     try:
-        for r in range(args.rounds):
+        for r, files in enumerate(studies):
             log_from = log_path.stat().st_size if log_path.exists() else 0
             # Counted from a quiet stack; scp_run waits for 4 more quiet seconds (a few hundred switches, well
             # under 1% of a run's).

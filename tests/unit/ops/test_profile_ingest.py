@@ -6,7 +6,9 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from ops.profile_ingest import phases_summary, switches_by_service
+import pydicom
+
+from ops.profile_ingest import phases_summary, study_files, switches_by_service
 
 LINE = (
     "2026-12-08T02:49:10.123Z  INFO dicom_scp_server::association: C-STORE stored sop=1.2.3 path=a/b/c.dcm "
@@ -45,3 +47,13 @@ def test_switches_are_counted_for_the_processes_under_the_root() -> None:
         sleeper.wait()
     # Nothing lives under a process that is gone.
     assert switches_by_service(sleeper.pid) == {}
+
+
+def test_each_round_has_its_own_study_and_later_runs_reuse_it(tmp_path) -> None:
+    first = study_files(tmp_path / "round-1", 2)
+    second = study_files(tmp_path / "round-2", 2)
+    studies = {pydicom.dcmread(f, stop_before_pixels=True).StudyInstanceUID for f in first + second}
+    assert len(studies) == 2
+    # A later run finds the files and does not write new ones.
+    assert study_files(tmp_path / "round-1", 2) == first
+    assert [f.stat().st_mtime_ns for f in first] == [f.stat().st_mtime_ns for f in study_files(tmp_path / "round-1", 2)]
