@@ -1,13 +1,13 @@
-//! Durable storage of one C-STORE, in a fixed order:
-//! stream to STORAGE_ROOT/.incoming (Part-10: preamble, DICM, file meta from the command, then the data
-//! set bytes exactly as received, written with O_DIRECT and hashed by a blocking writer thread while the
-//! association reads on; temp_file.rs) → fsync (by the same thread), while the identifying UIDs are
-//! parsed from the bytes kept in memory and validated → create study/series folders (fsync their
-//! parents) and rename into `<StudyUID>/<SeriesUID>/<SOPInstanceUID>.dcm` when nothing is there →
-//! (durability.rs, grouped with concurrent stores) receipt INSERT in an open transaction while the
-//! folder's fsync runs → COMMIT → only then success. Nothing is renamed before its fsync has finished.
-//! A SOP Instance UID that already has a receipt (its INSERT conflicts) is looked up and handled here:
-//! duplicate, keep the first, or overwrite.
+//! Durable storage of one C-STORE, in a fixed order, all of the file work on one blocking writer thread
+//! per store: stream to STORAGE_ROOT/.incoming (Part-10: preamble, DICM, file meta from the command, then
+//! the data set bytes exactly as received, written with O_DIRECT and hashed while the association reads
+//! on; temp_file.rs) → the identifying UIDs parsed from the bytes kept in memory and validated → fsync →
+//! under the SOP Instance UID's lock, create study/series folders (fsync their parents), rename into
+//! `<StudyUID>/<SeriesUID>/<SOPInstanceUID>.dcm` when nothing is there and fsync the series folder →
+//! (durability.rs, grouped with concurrent stores) the receipt INSERT, committed → only then success.
+//! Nothing is renamed before its fsync has finished, and no receipt is written before its file is durable
+//! in place. A SOP Instance UID that already has a receipt (its INSERT conflicts) is looked up and
+//! handled here: duplicate, keep the first, or overwrite.
 //! Every failure leaves nothing behind: the temp file goes, and a file renamed into place goes if its
 //! receipt cannot be committed. A crash can leave a complete file without a receipt, never
 //! acknowledged: a resend replaces it.
