@@ -9,20 +9,23 @@
 
 use std::collections::HashSet;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::{TransferSyntaxIndex, TransferSyntaxRegistry};
 use dicom_ul::pdu::{AssociationRQ, PDataValue, PDataValueType, RequestorRoles, UserVariableItem};
 use dicom_ul::Pdu;
+use futures_core::Stream;
 use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite};
+use tokio_postgres::RowStream;
 
 use crate::association::{storage_sop_class, NegotiatedContext, Services};
 use crate::config::Config;
 use crate::dimse::{self, Command, CommandSet};
 use crate::error::{AssociationError, ReceiptError};
 use crate::query::{self, Identifier, Model, Row};
-use crate::receipt::Db;
+use crate::receipt::{Db, PooledClient};
 use crate::retrieve::{self, SubOperations};
 use crate::scu::{self, Message, Received};
 use crate::status;
@@ -37,7 +40,7 @@ pub const STUDY_ROOT_GET: &str = "1.2.840.10008.5.1.4.1.2.2.3";
 /// Identifiers are small; they travel in Explicit or Implicit VR Little Endian (first proposed wins).
 pub const TRANSFER_SYNTAXES: &[&str] = &["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"];
 
-/// How long one C-FIND query may take in the database.
+/// How long one query may take in the database (for a C-FIND's matches: until each next match).
 const QUERY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Connections of the Q/R pool (separate from the ingest pool so long queries never delay a C-STORE).
 const POOL_SIZE: usize = 4;
@@ -157,10 +160,77 @@ impl QueryRetrieve {
         let rows = tokio::time::timeout(QUERY_TIMEOUT, client.query_typed(sql, &typed))
             .await
             .map_err(|_| ReceiptError::Timeout)??;
-        Ok(rows
-            .iter()
-            .map(|r| (0..r.len()).map(|i| r.get::<_, Option<String>>(i)).collect())
-            .collect())
+        Ok(rows.iter().map(text_row).collect())
+    }
+
+    /// The rows of a query whose every column is text, read as they are taken (see Matches).
+    pub async fn matches(&self, sql: &str, params: &[query::Param]) -> Result<Matches, ReceiptError> {
+        let client = self.db.get().await?;
+        let typed: Vec<_> = params.iter().map(query::Param::typed).collect();
+        let rows = tokio::time::timeout(QUERY_TIMEOUT, client.query_typed_raw(sql, typed))
+            .await
+            .map_err(|_| ReceiptError::Timeout)??;
+        Ok(Matches {
+            client,
+            rows: Box::pin(rows),
+            done: false,
+        })
+    }
+}
+
+fn text_row(r: &tokio_postgres::Row) -> Row {
+    (0..r.len()).map(|i| r.get::<_, Option<String>>(i)).collect()
+}
+
+/// A C-FIND's matches, taken from PostgreSQL one at a time as the responses go out. A query matching a
+/// million studies holds a few rows in memory, not a million: while the requestor reads slowly the
+/// connection stops reading too, and PostgreSQL waits. Dropped before the end (C-CANCEL, a closed
+/// association), the query is cancelled in PostgreSQL and the connection closed rather than pooled.
+pub struct Matches {
+    client: PooledClient,
+    rows: Pin<Box<RowStream>>,
+    done: bool,
+}
+
+impl Matches {
+    /// The next match, None after the last.
+    pub async fn next(&mut self) -> Result<Option<Row>, ReceiptError> {
+        if self.done {
+            return Ok(None);
+        }
+        let rows = &mut self.rows;
+        let next = tokio::time::timeout(
+            QUERY_TIMEOUT,
+            std::future::poll_fn(|cx| rows.as_mut().poll_next(cx)),
+        )
+        .await
+        .map_err(|_| ReceiptError::Timeout)?;
+        match next {
+            Some(row) => Ok(Some(text_row(&row?))),
+            None => {
+                self.done = true;
+                Ok(None)
+            }
+        }
+    }
+}
+
+impl Drop for Matches {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        // Closing the connection alone would not stop PostgreSQL: the client keeps reading (and
+        // discarding) the rest of the result first. A cancel request ends the query at once.
+        let token = self.client.cancel_token();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(e) = token.cancel_query(tokio_postgres::NoTls).await {
+                    tracing::warn!(error = %e, "could not cancel a C-FIND query stopped early");
+                }
+            });
+        }
+        self.client.discard();
     }
 }
 
@@ -676,8 +746,8 @@ where
         Ok(q) => q,
         Err(e) => return req.fail(e.status(), &e.to_string()).await,
     };
-    let rows = match qr.rows(&query.sql, &query.params).await {
-        Ok(rows) => rows,
+    let mut matches = match qr.matches(&query.sql, &query.params).await {
+        Ok(matches) => matches,
         Err(e) => {
             tracing::error!(error = %e, "C-FIND query failed");
             return req.fail(status::OUT_OF_RESOURCES, &e.to_string()).await;
@@ -689,11 +759,20 @@ where
         status::PENDING
     };
     let mut sent = 0usize;
-    for row in &rows {
+    loop {
         if req.cancel_poll().await? {
             break;
         }
-        req.respond(pending, None, Some(&query.response(row)), None)
+        let row = match matches.next().await {
+            Ok(Some(row)) => row,
+            Ok(None) => break,
+            // Some matches may have gone out already; the final status says the rest could not.
+            Err(e) => {
+                tracing::error!(error = %e, sent, "C-FIND query failed part-way");
+                return req.fail(status::OUT_OF_RESOURCES, &e.to_string()).await;
+            }
+        };
+        req.respond(pending, None, Some(&query.response(&row)), None)
             .await?;
         sent += 1;
     }
@@ -703,7 +782,7 @@ where
         status::SUCCESS
     };
     tracing::info!(
-        model = model.name(), level = query.level.name(), matches = rows.len(), sent,
+        model = model.name(), level = query.level.name(), sent,
         status = format!("{final_status:#06x}"), ms = started.elapsed().as_millis() as u64,
         calling = %calling_ae, "C-FIND"
     );

@@ -139,7 +139,7 @@ impl PooledClient {
 impl PooledClient {
     /// Close this connection instead of returning it to the pool (say a transaction is still open on it:
     /// closing it makes PostgreSQL roll that back).
-    fn discard(&mut self) {
+    pub(crate) fn discard(&mut self) {
         self.conn = None;
     }
 }
