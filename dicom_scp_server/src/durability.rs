@@ -19,8 +19,8 @@
 //! (a file placed early goes back to its temp name), and the store handles it as a known instance
 //! (store.rs: duplicate, keep or overwrite).
 //!
-//! Failure leaves nothing half-visible: a store whose fsync failed writes no row; one whose move failed has
-//! its row withdrawn before the COMMIT; when the INSERT or the COMMIT fails every file the pass placed is
+//! Failure leaves nothing half-visible: a store whose fsync failed never comes here (store.rs); one whose
+//! move failed has its row withdrawn before the COMMIT; when the INSERT or the COMMIT fails every file the pass placed is
 //! removed (folders fsynced) and every store of the pass is answered with the error. A crash before the
 //! commit leaves files without receipts, which were never acknowledged: a resend replaces them (or keeps
 //! them, when identical).
@@ -30,7 +30,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
@@ -45,20 +45,13 @@ pub const PASS_MAX: usize = 128;
 /// within the noise of this machine (six paired runs).
 pub const PASSES_IN_FLIGHT: usize = 2;
 
-/// A running fsync: how long it took, or why it failed.
-pub type SyncHandle = tokio::task::JoinHandle<std::io::Result<Duration>>;
-/// The fsync of a temp file, still running (None: already durable).
-pub type Synced = Option<SyncHandle>;
-
 /// A new instance to record and move into place.
 pub struct PlaceRequest {
-    /// The temp file (its fsync: `synced`).
+    /// The temp file, fsynced (store.rs: the writer thread fsyncs it before the store comes here).
     pub temp: PathBuf,
     /// Where it goes (`STORAGE_ROOT/<Study>/<Series>/<SOP>.dcm`).
     pub final_path: PathBuf,
     pub receipt: NewReceipt,
-    /// The fsync of the file's data; no receipt is committed before it has finished without error.
-    pub synced: Synced,
     /// Already renamed to `final_path` and its folder fsynced (`file_place_early`). The pass removes it
     /// again if the store fails, and renames it back to `temp` if the SOP Instance UID turns out to have a
     /// receipt.
@@ -73,8 +66,6 @@ pub struct Placed {
     pub receipt_id: Option<i64>,
     /// Whether the temp file was renamed (false: not moved, or the file in place already had this content).
     pub renamed: bool,
-    /// How long the temp file's fsync took.
-    pub fsync: Duration,
 }
 
 /// A store waiting at the barrier and where its answer goes.
@@ -99,7 +90,6 @@ struct Moved {
     request: PlaceRequest,
     answer: oneshot::Sender<Result<Placed, StoreError>>,
     renamed: bool,
-    fsync: Duration,
 }
 
 impl Barrier {
@@ -147,54 +137,16 @@ impl Barrier {
     }
 }
 
-async fn fsyncs_wait(handles: Vec<Synced>) -> Vec<std::io::Result<Duration>> {
-    let mut out = Vec::with_capacity(handles.len());
-    for handle in handles {
-        out.push(match handle {
-            None => Ok(Duration::ZERO),
-            Some(h) => h.await.unwrap_or_else(|e| Err(std::io::Error::other(e))),
-        });
-    }
-    out
-}
-
 fn unavailable(reason: &str) -> StoreError {
     StoreError::Receipt(ReceiptError::Unavailable(reason.to_string()))
 }
 
-/// One whole pass for these stores: wait for any fsync still running, INSERT, move the late ones into
-/// place, COMMIT, then the answers. A pass of early stores only (the usual case) has nothing left to do
+/// One whole pass for these stores (their files already fsynced): INSERT, move the late ones into place,
+/// COMMIT, then the answers. A pass of early stores only (the usual case) has nothing left to do
 /// but record the rows: its INSERT is a transaction of its own, one round trip.
-pub async fn barrier_pass(db: &Db, mut jobs: Vec<Job>) {
+pub async fn barrier_pass(db: &Db, pass: Vec<Job>) {
     let t = Instant::now();
-    let count = jobs.len();
-    let handles: Vec<Synced> = jobs.iter_mut().map(|(r, _)| r.synced.take()).collect();
-    let synced = fsyncs_wait(handles).await;
-    // A store whose file could not be fsynced leaves the pass with the error, before any row is written.
-    let mut to_remove: Vec<PathBuf> = vec![];
-    let mut fsyncs = Vec::with_capacity(count);
-    let mut pass = Vec::with_capacity(count);
-    for ((request, answer), fsync) in jobs.into_iter().zip(synced) {
-        match fsync {
-            Ok(fsync) => {
-                pass.push((request, answer));
-                fsyncs.push(fsync);
-            }
-            Err(e) => {
-                if request.early {
-                    to_remove.push(request.final_path.clone());
-                }
-                let _ = answer.send(Err(StoreError::Io {
-                    context: "fsync temp file",
-                    source: e,
-                }));
-            }
-        }
-    }
-    files_remove_blocking(to_remove).await;
-    if pass.is_empty() {
-        return;
-    }
+    let count = pass.len();
     let rows: Vec<NewReceipt> = pass.iter().map(|(r, _)| r.receipt.clone()).collect();
     let all_early = pass.iter().all(|(r, _)| r.early);
     let opened = if all_early {
@@ -222,34 +174,32 @@ pub async fn barrier_pass(db: &Db, mut jobs: Vec<Job>) {
     };
 
     let mut withdraw: Vec<i64> = vec![];
-    let mut to_return: Vec<(Job, Duration)> = vec![];
-    let mut to_move: Vec<(Job, Duration)> = Vec::with_capacity(count);
+    let mut to_return: Vec<Job> = vec![];
+    let mut to_move: Vec<Job> = Vec::with_capacity(count);
     let mut moved = Vec::with_capacity(count);
-    for ((request, answer), fsync) in pass.into_iter().zip(fsyncs) {
+    for (request, answer) in pass {
         let id = batch.ids.get(&request.receipt.sop_instance_uid).copied();
         match (id, request.early) {
             // Known SOP Instance UID: not ours to place; the store decides (duplicate, keep, overwrite).
-            (None, true) => to_return.push(((request, answer), fsync)),
+            (None, true) => to_return.push((request, answer)),
             (None, false) => {
                 let _ = answer.send(Ok(Placed {
                     receipt_id: None,
                     renamed: false,
-                    fsync,
                 }));
             }
             (Some(_), true) => moved.push(Moved {
                 request,
                 answer,
                 renamed: true,
-                fsync,
             }),
-            (Some(_), false) => to_move.push(((request, answer), fsync)),
+            (Some(_), false) => to_move.push((request, answer)),
         }
     }
     if !to_return.is_empty() {
         let moves: Vec<(PathBuf, PathBuf)> = to_return
             .iter()
-            .map(|((r, _), _)| (r.final_path.clone(), r.temp.clone()))
+            .map(|(r, _)| (r.final_path.clone(), r.temp.clone()))
             .collect();
         let returned = tokio::task::spawn_blocking(move || {
             moves
@@ -259,12 +209,11 @@ pub async fn barrier_pass(db: &Db, mut jobs: Vec<Job>) {
         })
         .await
         .unwrap_or_default();
-        for (i, ((request, answer), fsync)) in to_return.into_iter().enumerate() {
+        for (i, (request, answer)) in to_return.into_iter().enumerate() {
             let answer_with = match returned.get(i) {
                 Some(Ok(())) => Ok(Placed {
                     receipt_id: None,
                     renamed: false,
-                    fsync,
                 }),
                 problem => {
                     let reason = problem.and_then(|r| r.clone().err()).unwrap_or_default();
@@ -282,7 +231,7 @@ pub async fn barrier_pass(db: &Db, mut jobs: Vec<Job>) {
     if !to_move.is_empty() {
         let moves: Vec<(PathBuf, PathBuf, String)> = to_move
             .iter()
-            .map(|((r, _), _)| (r.temp.clone(), r.final_path.clone(), r.receipt.sha256.clone()))
+            .map(|(r, _)| (r.temp.clone(), r.final_path.clone(), r.receipt.sha256.clone()))
             .collect();
         let n = moves.len();
         let results = tokio::task::spawn_blocking(move || files_into_place(&moves))
@@ -292,13 +241,12 @@ pub async fn barrier_pass(db: &Db, mut jobs: Vec<Job>) {
                     .map(|_| Err(std::io::Error::other(e.to_string())))
                     .collect()
             });
-        for (((request, answer), fsync), result) in to_move.into_iter().zip(results) {
+        for ((request, answer), result) in to_move.into_iter().zip(results) {
             match result {
                 Ok(renamed) => moved.push(Moved {
                     request,
                     answer,
                     renamed,
-                    fsync,
                 }),
                 Err(e) => {
                     withdraw.extend(batch.ids.get(&request.receipt.sop_instance_uid).copied());
@@ -326,7 +274,6 @@ pub async fn barrier_pass(db: &Db, mut jobs: Vec<Job>) {
                 let _ = m.answer.send(Ok(Placed {
                     receipt_id,
                     renamed: m.renamed,
-                    fsync: m.fsync,
                 }));
             }
         }

@@ -771,7 +771,6 @@ impl Storage {
                 temp: incoming.path.clone(),
                 final_path,
                 receipt: receipt.clone(),
-                synced: None,
                 early,
             })
             .await;
