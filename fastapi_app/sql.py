@@ -473,7 +473,7 @@ async def qido_search(
 
 WADO_INSTANCES = """
     SELECT st.study_instance_uid, se.series_instance_uid, i.sop_instance_uid, i.path, i.transfer_syntax_uid,
-           i.size_bytes, i.sha256, i.number_of_frames, i.rows
+           i.size_bytes, i.digest, i.number_of_frames, i.rows
     FROM pacs_study st JOIN pacs_series se ON se.study_id = st.id JOIN pacs_instance i ON i.series_id = se.id
     WHERE st.study_instance_uid = $1
       AND ($2::text IS NULL OR se.series_instance_uid = $2)
@@ -489,7 +489,7 @@ class StoredInstance:
     path: str  # relative to STORAGE_ROOT
     transfer_syntax_uid: str
     size_bytes: int
-    sha256: str
+    digest: str  # "<algorithm>:<hex>" of the file (noctis_pro.contracts.receipt)
     number_of_frames: int | None
     rows: int | None  # None: no image (a report, a presentation state)
 

@@ -91,10 +91,10 @@ def series_index(storage: Path, series: list[tuple[Path, object]]) -> int:
                     attrs[keyword] = "\\".join(map(str, value)) if isinstance(value, MultiValue | list) else str(value)
             cursor.execute(
                 "INSERT INTO pacs_receipt (sop_instance_uid, sop_class_uid, study_instance_uid, series_instance_uid,"
-                " transfer_syntax_uid, path, size_bytes, sha256, calling_ae, called_ae, source, attrs)"
+                " transfer_syntax_uid, path, size_bytes, digest, calling_ae, called_ae, source, attrs)"
                 " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb) RETURNING id",
                 [ds.SOPInstanceUID, ds.SOPClassUID, ds.StudyInstanceUID, ds.SeriesInstanceUID,  # type: ignore[attr-defined]
-                 ds.file_meta.TransferSyntaxUID, str(rel), len(data), hashlib.sha256(data).hexdigest(),  # type: ignore[attr-defined]
+                 ds.file_meta.TransferSyntaxUID, str(rel), len(data), "sha256:" + hashlib.sha256(data).hexdigest(),  # type: ignore[attr-defined]
                  "BENCH", "NOCTIS", SOURCE_DIMSE, json.dumps(attrs)],
             )  # fmt: skip
             ids.append(cursor.fetchone()[0])

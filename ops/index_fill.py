@@ -147,11 +147,11 @@ _SERIES = f"""
 # attrs holds what the SCP's receipt keeps per instance (tests/contracts/receipt.json), as DICOM text.
 _INSTANCES = """
     INSERT INTO pacs_instance (id, sop_instance_uid, series_id, sop_class_uid, instance_number, transfer_syntax_uid,
-                               path, size_bytes, sha256, "rows", "columns", number_of_frames, attrs, received_at,
+                               path, size_bytes, digest, "rows", "columns", number_of_frames, attrs, received_at,
                                indexed_at{extra_columns})
     SELECT %(instance_base)s + n * %(per_series)s + j, uid, se.id, (%(sop_classes)s::jsonb) ->> se.modality, j + 1,
            '1.2.840.10008.1.2.1', 'synthetic/' || uid || '.dcm', 2 * matrix * matrix + 1200,
-           encode(sha256(convert_to(uid, 'UTF8')), 'hex'), matrix, matrix, NULL,
+           'sha256:' || encode(sha256(convert_to(uid, 'UTF8')), 'hex'), matrix, matrix, NULL,
            jsonb_build_object(
                'InstanceNumber', (j + 1)::text, 'Rows', matrix::text, 'Columns', matrix::text,
                'BitsAllocated', '16', 'PhotometricInterpretation', 'MONOCHROME2',

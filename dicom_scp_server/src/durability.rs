@@ -231,7 +231,7 @@ pub async fn barrier_pass(db: &Db, pass: Vec<Job>) {
     if !to_move.is_empty() {
         let moves: Vec<(PathBuf, PathBuf, String)> = to_move
             .iter()
-            .map(|(r, _)| (r.temp.clone(), r.final_path.clone(), r.receipt.sha256.clone()))
+            .map(|(r, _)| (r.temp.clone(), r.final_path.clone(), r.receipt.digest.clone()))
             .collect();
         let n = moves.len();
         let results = tokio::task::spawn_blocking(move || files_into_place(&moves))
@@ -367,14 +367,14 @@ fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Rename each `(temp, final, sha256)` into place (unless the file there already has this content),
+/// Rename each `(temp, final, digest)` into place (unless the file there already has this content),
 /// then fsync each series folder once. Per move: `Ok(renamed)` or the error; a move whose folder cannot
 /// be fsynced is taken back out.
 pub fn files_into_place(moves: &[(PathBuf, PathBuf, String)]) -> Vec<std::io::Result<bool>> {
     let mut results: Vec<std::io::Result<bool>> = moves
         .iter()
-        .map(|(temp, final_path, sha256)| {
-            if file_has_sha256(final_path, sha256) {
+        .map(|(temp, final_path, digest)| {
+            if crate::digest::file_has_digest(final_path, digest) {
                 return Ok(false);
             }
             folders_create(final_path)?;
@@ -437,13 +437,6 @@ pub fn dir_sync(dir: &Path) -> std::io::Result<()> {
     fs::File::open(dir)?.sync_all()
 }
 
-/// Whether the file at `path` exists with this SHA-256 (hex).
-pub fn file_has_sha256(path: &Path, sha256: &str) -> bool {
-    fs::File::open(path)
-        .and_then(|mut f| crate::store::hash_from(&mut f))
-        .is_ok_and(|h| h == sha256)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -475,7 +468,6 @@ mod tests {
     }
 
     fn sha(body: &[u8]) -> String {
-        use sha2::{Digest, Sha256};
-        crate::store::hex(&Sha256::digest(body))
+        crate::digest::digest_of(&mut &body[..]).unwrap()
     }
 }

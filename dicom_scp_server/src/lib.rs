@@ -13,6 +13,7 @@
 
 pub mod association;
 pub mod config;
+pub mod digest;
 pub mod dimse;
 pub mod durability;
 pub mod error;

@@ -2,7 +2,7 @@
 //! columns pinned by tests/contracts/receipt.json). This module holds the crate's ONLY SQL, and a small
 //! connection pool.
 //!
-//! `sha256` is the SHA-256 of the whole stored Part-10 file (so `sha256sum` on disk checks it).
+//! `digest` is the whole stored Part-10 file's digest, "blake3:<hex>" (digest.rs).
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -16,12 +16,12 @@ use crate::error::ReceiptError;
 
 pub const SOURCE_DIMSE: &str = "dimse";
 
-const FIND_BY_SOP: &str = "SELECT id, path, sha256 FROM pacs_receipt WHERE sop_instance_uid = $1";
+const FIND_BY_SOP: &str = "SELECT id, path, digest FROM pacs_receipt WHERE sop_instance_uid = $1";
 
 /// Group commit (durability.rs): many receipts in one statement (and one WAL flush). Arrays keep the SQL
 /// text fixed.
 const INSERT_MANY: &str = "INSERT INTO pacs_receipt (sop_instance_uid, sop_class_uid, study_instance_uid, \
-     series_instance_uid, transfer_syntax_uid, path, size_bytes, sha256, calling_ae, called_ae, source, attrs) \
+     series_instance_uid, transfer_syntax_uid, path, size_bytes, digest, calling_ae, called_ae, source, attrs) \
      SELECT t.sop, t.class, t.study, t.series, t.ts, t.path, t.size, t.sha, t.calling, t.called, $12, \
      t.attrs::jsonb FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
      $7::bigint[], $8::text[], $9::text[], $10::text[], $11::text[]) \
@@ -29,12 +29,12 @@ const INSERT_MANY: &str = "INSERT INTO pacs_receipt (sop_instance_uid, sop_class
      ON CONFLICT (sop_instance_uid) DO NOTHING RETURNING id, sop_instance_uid";
 
 const UPSERT: &str = "INSERT INTO pacs_receipt (sop_instance_uid, sop_class_uid, study_instance_uid, \
-     series_instance_uid, transfer_syntax_uid, path, size_bytes, sha256, calling_ae, called_ae, source, attrs) \
+     series_instance_uid, transfer_syntax_uid, path, size_bytes, digest, calling_ae, called_ae, source, attrs) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, ($12::text)::jsonb) \
      ON CONFLICT (sop_instance_uid) DO UPDATE SET sop_class_uid = EXCLUDED.sop_class_uid, \
      study_instance_uid = EXCLUDED.study_instance_uid, series_instance_uid = EXCLUDED.series_instance_uid, \
      transfer_syntax_uid = EXCLUDED.transfer_syntax_uid, path = EXCLUDED.path, \
-     size_bytes = EXCLUDED.size_bytes, sha256 = EXCLUDED.sha256, calling_ae = EXCLUDED.calling_ae, \
+     size_bytes = EXCLUDED.size_bytes, digest = EXCLUDED.digest, calling_ae = EXCLUDED.calling_ae, \
      called_ae = EXCLUDED.called_ae, attrs = EXCLUDED.attrs, received_at = now(), indexed_at = NULL, \
      index_attempts = 0, index_error = '' RETURNING id";
 
@@ -56,7 +56,8 @@ pub struct NewReceipt {
     /// Relative to STORAGE_ROOT.
     pub path: String,
     pub size_bytes: i64,
-    pub sha256: String,
+    /// "<algorithm>:<hex>" of the whole file (digest.rs).
+    pub digest: String,
     pub calling_ae: String,
     pub called_ae: String,
     /// JSON object keyword -> string.
@@ -68,7 +69,8 @@ pub struct NewReceipt {
 pub struct ExistingReceipt {
     pub id: i64,
     pub path: String,
-    pub sha256: String,
+    /// "<algorithm>:<hex>" of the whole file (digest.rs).
+    pub digest: String,
 }
 
 /// A small pool of PostgreSQL connections, opened on demand (so the SCP starts, and reports, while the
@@ -233,7 +235,7 @@ pub async fn receipt_find(db: &Db, sop_instance_uid: &str) -> Result<Option<Exis
         Ok(rows.into_iter().next().map(|r| ExistingReceipt {
             id: r.get(0),
             path: r.get(1),
-            sha256: r.get(2),
+            digest: r.get(2),
         }))
     })
     .await
@@ -286,7 +288,7 @@ async fn receipts_insert_with(
     let ts = col(rows, |r| &r.transfer_syntax_uid);
     let path = col(rows, |r| &r.path);
     let size = col(rows, |r| &r.size_bytes);
-    let sha = col(rows, |r| &r.sha256);
+    let sha = col(rows, |r| &r.digest);
     let calling = col(rows, |r| &r.calling_ae);
     let called = col(rows, |r| &r.called_ae);
     let attrs = col(rows, |r| &r.attrs);
@@ -444,7 +446,7 @@ fn params(r: &NewReceipt) -> [&(dyn tokio_postgres::types::ToSql + Sync); 12] {
         &r.transfer_syntax_uid,
         &r.path,
         &r.size_bytes,
-        &r.sha256,
+        &r.digest,
         &r.calling_ae,
         &r.called_ae,
         &SOURCE_DIMSE,

@@ -22,10 +22,10 @@ use std::time::{Duration, Instant};
 use dicom_dictionary_std::tags;
 use dicom_object::mem::InMemDicomObject;
 use dicom_object::OpenFileOptions;
-use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::OnConflict;
+use crate::digest::{self, FileHasher};
 use crate::durability::{self, Barrier, PlaceRequest};
 use crate::error::{StoreError, UidError};
 use crate::receipt::{self, Db, NewReceipt};
@@ -307,7 +307,8 @@ const HEAD_KEPT: usize = 64 * 1024;
 
 /// The temp file once every fragment is written (not yet fsynced).
 struct Written {
-    sha256: String,
+    /// "blake3:<hex>" of the whole file (digest.rs).
+    digest: String,
     /// The file's first bytes (up to HEAD_KEPT).
     head: Vec<u8>,
     /// The file's length.
@@ -320,7 +321,7 @@ struct Written {
 /// already in its final place with its folder fsynced, all on the one thread (no hand-over between
 /// threads on the way, each of which cost a wake-up).
 struct Prepared {
-    sha256: String,
+    digest: String,
     identity: InstanceIdentity,
     relpath: String,
     /// None when another store of the same UID held its lock: the writer never waits for it (a blocking
@@ -502,7 +503,7 @@ fn temp_prepare(
     };
     phases.place = t.elapsed();
     Ok(Prepared {
-        sha256: written.sha256,
+        digest: written.digest,
         identity,
         relpath,
         placed,
@@ -530,7 +531,7 @@ fn temp_fill(
         TempWriter::create(&path, direct_io, &aligned).map_err(StoreError::io("create temp file"))?
     };
     let started = Instant::now();
-    let mut hasher = Sha256::new();
+    let mut hasher = FileHasher::default();
     let mut head = Vec::with_capacity(HEAD_KEPT);
     let mut put = |out: &mut TempWriter, data: &[u8]| -> Result<(), StoreError> {
         out.write(data).map_err(StoreError::io("write temp file"))?;
@@ -552,7 +553,7 @@ fn temp_fill(
     let file = out.finish().map_err(StoreError::io("write temp file"))?;
     busy += t.elapsed();
     let written = Written {
-        sha256: hex(&hasher.finalize()),
+        digest: hasher.finish(),
         head,
         size,
         busy,
@@ -682,7 +683,7 @@ impl Storage {
         // The writer has written, parsed and checked, fsynced and, under the SOP Instance UID's lock (held
         // until the answer), placed the file: the barrier records it.
         let Prepared {
-            sha256,
+            digest,
             identity,
             relpath,
             placed,
@@ -698,7 +699,7 @@ impl Storage {
             transfer_syntax_uid: r.transfer_syntax_uid.clone(),
             path: relpath.clone(),
             size_bytes: incoming.size as i64,
-            sha256,
+            digest,
             calling_ae: r.calling_ae.trim().to_string(),
             called_ae: r.called_ae.trim().to_string(),
             attrs: serde_json::to_string(&identity.attrs).expect("string map serializes"),
@@ -795,7 +796,7 @@ impl Storage {
         let existing_path = self.root.join(&existing.path);
         let existing_present = tokio::fs::metadata(&existing_path).await.is_ok();
         if existing_present {
-            let identical = existing.sha256 == receipt.sha256
+            let identical = existing.digest == receipt.digest
                 || same_dataset(&existing_path, &temp).await.unwrap_or(false);
             if identical {
                 tracing::info!(sop = %receipt.sop_instance_uid, "instance already stored; nothing rewritten");
@@ -943,12 +944,12 @@ async fn dir_sync(dir: &Path) -> std::io::Result<()> {
 /// Whether two Part-10 files hold the same data set bytes (their file meta may differ, e.g. the sender's AE).
 async fn same_dataset(a: &Path, b: &Path) -> std::io::Result<bool> {
     let (a, b) = (a.to_path_buf(), b.to_path_buf());
-    tokio::task::spawn_blocking(move || Ok(dataset_sha256(&a)? == dataset_sha256(&b)?))
+    tokio::task::spawn_blocking(move || Ok(dataset_digest(&a)? == dataset_digest(&b)?))
         .await
         .map_err(std::io::Error::other)?
 }
 
-fn dataset_sha256(path: &Path) -> std::io::Result<String> {
+fn dataset_digest(path: &Path) -> std::io::Result<String> {
     let mut f = fs::File::open(path)?;
     let mut head = [0u8; 144];
     f.read_exact(&mut head)?;
@@ -959,20 +960,7 @@ fn dataset_sha256(path: &Path) -> std::io::Result<String> {
     }
     let group_len = u32::from_le_bytes([head[140], head[141], head[142], head[143]]);
     f.seek(SeekFrom::Start(144 + u64::from(group_len)))?;
-    hash_from(&mut f)
-}
-
-pub fn hash_from(r: &mut impl Read) -> std::io::Result<String> {
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = r.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hex(&hasher.finalize()))
+    digest::digest_of(&mut f)
 }
 
 pub fn hex(bytes: &[u8]) -> String {

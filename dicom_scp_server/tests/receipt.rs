@@ -19,7 +19,7 @@ fn new_receipt() -> NewReceipt {
         series_instance_uid: series,
         transfer_syntax_uid: "1.2.840.10008.1.2.1".into(),
         size_bytes: 1234,
-        sha256: "ab".repeat(32),
+        digest: format!("blake3:{}", "ab".repeat(32)),
         calling_ae: "MOD".into(),
         called_ae: "NOCTIS".into(),
         attrs: r#"{"PatientName":"Doe^J","Modality":"CT"}"#.into(),
@@ -60,7 +60,7 @@ fn new_instance(root: &Path, body: &[u8]) -> PlaceRequest {
 /// As new_instance; `early`: already renamed into place, as store.rs does when the path is free.
 fn instance_at(root: &Path, body: &[u8], early: bool) -> PlaceRequest {
     let mut receipt = new_receipt();
-    receipt.sha256 = common::sha256_hex(body);
+    receipt.digest = common::file_digest(body);
     receipt.size_bytes = body.len() as i64;
     let temp = root.join(format!("{}.part", receipt.sop_instance_uid));
     std::fs::write(&temp, body).unwrap();

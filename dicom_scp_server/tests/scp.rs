@@ -99,7 +99,7 @@ fn stores_file_and_receipt(scp: Scp) {
         assert_eq!(col("path").as_deref(), Some(inst.relpath().as_str()));
         let bytes = std::fs::read(&stored).unwrap();
         assert_eq!(col("size_bytes"), Some(bytes.len().to_string()));
-        assert_eq!(col("sha256"), Some(sha256_hex(&bytes)));
+        assert_eq!(col("digest"), Some(file_digest(&bytes)));
         assert_eq!(col("calling_ae").as_deref(), Some("TESTSCU"));
         assert_eq!(col("called_ae").as_deref(), Some("NOCTIS"));
         assert_eq!(col("source").as_deref(), Some("dimse"));
@@ -234,7 +234,7 @@ fn overwrite_policy_replaces_file_and_receipt() {
     assert_eq!(rows[0].attrs["PatientName"], "Other^Name");
     assert_eq!(rows[0].cols["indexed_at"], None, "indexing starts over");
     let bytes = std::fs::read(scp.storage.join(inst.relpath())).unwrap();
-    assert_eq!(rows[0].cols["sha256"], Some(sha256_hex(&bytes)));
+    assert_eq!(rows[0].cols["digest"], Some(file_digest(&bytes)));
     assert_eq!(scp.stored_files().len(), 1);
 }
 

@@ -13,7 +13,7 @@ STOW-RS (dicomweb/stow.py: stored by our SCP over C-STORE, the one ingest path):
 
 Thin adapters over fastapi_app.dicomweb (qido, wado, rendered, media). Every route needs the same login as the
 rest of /api/v1. Retrieving a whole study or series (files or metadata) writes an audit row; instance-level
-requests do not (a viewer makes one per image), and carry the file's sha256 as ETag instead, so a client can
+requests do not (a viewer makes one per image), and carry the file's digest as ETag instead, so a client can
 revalidate with If-None-Match.
 """
 
@@ -186,8 +186,8 @@ async def _stored(
 
 
 def _etag(stored: sql.StoredInstance, variant: str) -> str:
-    """The file's sha256; a second representation of one URL (compressed frames) gets its own tag."""
-    return f'"{stored.sha256}{"." + variant if variant else ""}"'
+    """The file's digest; a second representation of one URL (compressed frames) gets its own tag."""
+    return f'"{stored.digest}{"." + variant if variant else ""}"'
 
 
 def _not_modified(request: Request, stored: sql.StoredInstance, variant: str = "") -> Response | None:

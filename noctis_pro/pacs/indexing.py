@@ -222,16 +222,16 @@ _INSTANCES_UPSERT = """
         JOIN pacs_series se ON se.id = i.series_id
     ), upserted AS (
         INSERT INTO pacs_instance (sop_instance_uid, series_id, sop_class_uid, instance_number, transfer_syntax_uid,
-                                   path, size_bytes, sha256, "rows", "columns", number_of_frames, attrs, received_at,
+                                   path, size_bytes, digest, "rows", "columns", number_of_frames, attrs, received_at,
                                    indexed_at)
         SELECT r.sop_instance_uid, v.series_id, r.sop_class_uid, v.instance_number, r.transfer_syntax_uid, r.path,
-               r.size_bytes, r.sha256, v.n_rows, v.n_columns, v.number_of_frames, r.attrs, r.received_at, %s
+               r.size_bytes, r.digest, v.n_rows, v.n_columns, v.number_of_frames, r.attrs, r.received_at, %s
         FROM v JOIN pacs_receipt r ON r.id = v.receipt_id
         ORDER BY r.sop_instance_uid
         ON CONFLICT (sop_instance_uid) DO UPDATE SET
             series_id = EXCLUDED.series_id, sop_class_uid = EXCLUDED.sop_class_uid,
             instance_number = EXCLUDED.instance_number, transfer_syntax_uid = EXCLUDED.transfer_syntax_uid,
-            path = EXCLUDED.path, size_bytes = EXCLUDED.size_bytes, sha256 = EXCLUDED.sha256,
+            path = EXCLUDED.path, size_bytes = EXCLUDED.size_bytes, digest = EXCLUDED.digest,
             "rows" = EXCLUDED."rows", "columns" = EXCLUDED."columns", number_of_frames = EXCLUDED.number_of_frames,
             attrs = EXCLUDED.attrs, received_at = EXCLUDED.received_at, indexed_at = EXCLUDED.indexed_at
         RETURNING 1

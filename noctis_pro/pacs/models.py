@@ -12,6 +12,8 @@ from django.db.models import F, Func, Q, Value
 from django.db.models.functions import Now, Upper
 from django.utils import timezone
 
+from noctis_pro.contracts.receipt import DIGEST_LENGTH
+
 UID_LENGTH = 64
 
 
@@ -140,7 +142,7 @@ class Instance(models.Model):
     transfer_syntax_uid = models.CharField(max_length=UID_LENGTH)
     path = models.CharField(max_length=300)  # relative to STORAGE_ROOT
     size_bytes = models.BigIntegerField()
-    sha256 = models.CharField(max_length=64)
+    digest = models.CharField(max_length=DIGEST_LENGTH)  # contracts.receipt: "<algorithm>:<hex>" of the file
     rows = models.IntegerField(null=True, blank=True)
     columns = models.IntegerField(null=True, blank=True)
     number_of_frames = models.IntegerField(null=True, blank=True)
@@ -172,7 +174,7 @@ class Receipt(models.Model):
     transfer_syntax_uid = models.CharField(max_length=UID_LENGTH)
     path = models.CharField(max_length=300)  # relative to STORAGE_ROOT
     size_bytes = models.BigIntegerField()
-    sha256 = models.CharField(max_length=64)
+    digest = models.CharField(max_length=DIGEST_LENGTH)  # contracts.receipt: "<algorithm>:<hex>" of the file
     calling_ae = models.CharField(max_length=16, blank=True, db_default="")
     called_ae = models.CharField(max_length=16, blank=True, db_default="")
     source = models.CharField(max_length=8)  # contracts.receipt.SOURCE_DIMSE / SOURCE_STOW

@@ -316,12 +316,9 @@ pub fn dataset_bytes(path: &Path) -> Vec<u8> {
     bytes[144 + group_len..].to_vec()
 }
 
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+/// The receipt's digest of a file with these bytes (computed here, not by the crate's own code).
+pub fn file_digest(bytes: &[u8]) -> String {
+    format!("blake3:{}", blake3::hash(bytes).to_hex())
 }
 
 pub fn dcmtk(tool: &str, args: &[&str]) -> Output {
@@ -403,7 +400,7 @@ pub fn receipts_for(sop: &str) -> Vec<ReceiptRow> {
         let rows = client
             .query(
                 "SELECT id, sop_instance_uid, sop_class_uid, study_instance_uid, series_instance_uid, \
-                 transfer_syntax_uid, path, size_bytes::text, sha256, calling_ae, called_ae, source, \
+                 transfer_syntax_uid, path, size_bytes::text, digest, calling_ae, called_ae, source, \
                  attrs::text, received_at::text, indexed_at::text, index_attempts::text, index_error \
                  FROM pacs_receipt WHERE sop_instance_uid = $1",
                 &[&sop],

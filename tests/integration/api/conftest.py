@@ -201,7 +201,7 @@ def study_make(transactional_db: None) -> Callable[..., Awaitable[MadeStudy]]:
                     transfer_syntax_uid="1.2.840.10008.1.2.1",
                     path=f"{study.study_instance_uid}/{series.series_instance_uid}/{sop_uid}.dcm",
                     size_bytes=8_000 + i,
-                    sha256="0" * 64,
+                    digest="sha256:" + "0" * 64,
                     rows=64,
                     columns=64,
                     number_of_frames=1,

@@ -6,13 +6,13 @@ contracts.receipt.ATTR_KEYWORDS names (keyword -> string, multi-values joined wi
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from blake3 import blake3
 from django.db import connection
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
@@ -45,11 +45,11 @@ def receipt_insert(*, ds: Dataset, storage_root: Path, calling_ae: str = "MODALI
     with connection.cursor() as cursor:
         cursor.execute(
             "INSERT INTO pacs_receipt (sop_instance_uid, sop_class_uid, study_instance_uid, series_instance_uid,"
-            " transfer_syntax_uid, path, size_bytes, sha256, calling_ae, called_ae, source, attrs)"
+            " transfer_syntax_uid, path, size_bytes, digest, calling_ae, called_ae, source, attrs)"
             " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb) RETURNING id",
             [
                 ds.SOPInstanceUID, ds.SOPClassUID, ds.StudyInstanceUID, ds.SeriesInstanceUID,
-                ds.file_meta.TransferSyntaxUID, relpath, len(data), hashlib.sha256(data).hexdigest(),
+                ds.file_meta.TransferSyntaxUID, relpath, len(data), "blake3:" + blake3(data).hexdigest(),
                 calling_ae, "NOCTIS", SOURCE_DIMSE, json.dumps(receipt_attrs(ds)),
             ],
         )  # fmt: skip

@@ -92,7 +92,9 @@ def test_receipts_index_derives_study_fields_across_ct_and_mr(archive: Callable[
     instance = Instance.objects.get(sop_instance_uid=Receipt.objects.get(pk=ids[3]).sop_instance_uid)
     assert (instance.instance_number, instance.rows, instance.columns) == (2, 64, 64)
     assert instance.path.endswith(".dcm")
-    assert len(instance.sha256) == 64
+    assert instance.digest == Receipt.objects.get(pk=ids[3]).digest
+    assert instance.digest.startswith("blake3:")
+    assert len(instance.digest) == len("blake3:") + 64
 
 
 def test_receipts_index_upserts_one_patient_per_id_and_issuer(archive: Callable[..., Receipt]) -> None:
@@ -347,7 +349,7 @@ def test_receipts_index_copies_the_receipt_into_the_instance(archive: Callable[.
         receipt.sop_class_uid,
         receipt.transfer_syntax_uid,
     )
-    assert (instance.path, instance.size_bytes, instance.sha256) == (receipt.path, receipt.size_bytes, receipt.sha256)
+    assert (instance.path, instance.size_bytes, instance.digest) == (receipt.path, receipt.size_bytes, receipt.digest)
     assert (instance.instance_number, instance.rows, instance.columns, instance.number_of_frames) == (12, 8, 8, None)
     assert instance.attrs == receipt.attrs
     assert instance.received_at == receipt.received_at
