@@ -20,10 +20,10 @@
 //! (store.rs: duplicate, keep or overwrite).
 //!
 //! Failure leaves nothing half-visible: a store whose fsync failed never comes here (store.rs); one whose
-//! move failed has its row withdrawn before the COMMIT; when the INSERT or the COMMIT fails every file the pass placed is
-//! removed (folders fsynced) and every store of the pass is answered with the error. A crash before the
-//! commit leaves files without receipts, which were never acknowledged: a resend replaces them (or keeps
-//! them, when identical).
+//! move failed has its row withdrawn before the COMMIT; when the INSERT or the COMMIT fails every file the
+//! pass placed is removed (folders fsynced) and every store of the pass is answered with the error. A crash
+//! before the commit leaves files without receipts, which were never acknowledged: a resend replaces them
+//! (or keeps them, when identical).
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -450,14 +450,14 @@ mod tests {
             p
         };
         let series = root.path().join("1.2/1.2.3");
-        let a = (temp("a.part", b"a"), series.join("1.dcm"), sha(b"a"));
-        let b = (temp("b.part", b"b"), series.join("2.dcm"), sha(b"b"));
+        let a = (temp("a.part", b"a"), series.join("1.dcm"), digest(b"a"));
+        let b = (temp("b.part", b"b"), series.join("2.dcm"), digest(b"b"));
         let results = files_into_place(&[a.clone(), b.clone()]);
         assert!(results.iter().all(|r| matches!(r, Ok(true))), "{results:?}");
         assert_eq!(fs::read(&a.1).unwrap(), b"a");
         assert!(!a.0.exists());
         // The same content again: not renamed, the temp file is left to its owner.
-        let again = (temp("c.part", b"a"), a.1.clone(), sha(b"a"));
+        let again = (temp("c.part", b"a"), a.1.clone(), digest(b"a"));
         assert!(matches!(
             files_into_place(std::slice::from_ref(&again))[0],
             Ok(false)
@@ -467,7 +467,7 @@ mod tests {
         assert!(!a.1.exists() && !b.1.exists());
     }
 
-    fn sha(body: &[u8]) -> String {
+    fn digest(body: &[u8]) -> String {
         crate::digest::digest_of(&mut &body[..]).unwrap()
     }
 }

@@ -22,10 +22,10 @@ const FIND_BY_SOP: &str = "SELECT id, path, digest FROM pacs_receipt WHERE sop_i
 /// text fixed.
 const INSERT_MANY: &str = "INSERT INTO pacs_receipt (sop_instance_uid, sop_class_uid, study_instance_uid, \
      series_instance_uid, transfer_syntax_uid, path, size_bytes, digest, calling_ae, called_ae, source, attrs) \
-     SELECT t.sop, t.class, t.study, t.series, t.ts, t.path, t.size, t.sha, t.calling, t.called, $12, \
+     SELECT t.sop, t.class, t.study, t.series, t.ts, t.path, t.size, t.digest, t.calling, t.called, $12, \
      t.attrs::jsonb FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
      $7::bigint[], $8::text[], $9::text[], $10::text[], $11::text[]) \
-     AS t(sop, class, study, series, ts, path, size, sha, calling, called, attrs) \
+     AS t(sop, class, study, series, ts, path, size, digest, calling, called, attrs) \
      ON CONFLICT (sop_instance_uid) DO NOTHING RETURNING id, sop_instance_uid";
 
 const UPSERT: &str = "INSERT INTO pacs_receipt (sop_instance_uid, sop_class_uid, study_instance_uid, \
@@ -288,7 +288,7 @@ async fn receipts_insert_with(
     let ts = col(rows, |r| &r.transfer_syntax_uid);
     let path = col(rows, |r| &r.path);
     let size = col(rows, |r| &r.size_bytes);
-    let sha = col(rows, |r| &r.digest);
+    let digest = col(rows, |r| &r.digest);
     let calling = col(rows, |r| &r.calling_ae);
     let called = col(rows, |r| &r.called_ae);
     let attrs = col(rows, |r| &r.attrs);
@@ -309,7 +309,7 @@ async fn receipts_insert_with(
             &ts,
             &path,
             &size,
-            &sha,
+            &digest,
             &calling,
             &called,
             &attrs,

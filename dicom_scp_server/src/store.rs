@@ -5,8 +5,8 @@
 //! under the SOP Instance UID's lock, create study/series folders (fsync their parents), rename into
 //! `<StudyUID>/<SeriesUID>/<SOPInstanceUID>.dcm` when nothing is there and fsync the series folder →
 //! (durability.rs, grouped with concurrent stores) the receipt INSERT, committed → only then success.
-//! Nothing is renamed before its fsync has finished, and no receipt is written before its file is durable
-//! in place. A SOP Instance UID that already has a receipt (its INSERT conflicts) is looked up and
+//! Nothing is renamed before its fsync has finished, and no receipt is committed before its file is
+//! durable in place. A SOP Instance UID that already has a receipt (its INSERT conflicts) is looked up and
 //! handled here: duplicate, keep the first, or overwrite.
 //! Every failure leaves nothing behind: the temp file goes, and a file renamed into place goes if its
 //! receipt cannot be committed. A crash can leave a complete file without a receipt, never
