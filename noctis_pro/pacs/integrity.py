@@ -11,6 +11,8 @@ from typing import Protocol
 
 from blake3 import blake3
 
+from noctis_pro.contracts.receipt import DIGEST_ALGORITHMS
+
 CHUNK = 1024 * 1024
 
 
@@ -41,7 +43,7 @@ def file_problem(root: Path, stored: StoredFile) -> str | None:
     """Why this instance's file is not what was stored, or None when it is."""
     path = root / stored.path
     algorithm, _, _ = stored.digest.partition(":")
-    if algorithm not in ("blake3", "sha256"):
+    if algorithm not in DIGEST_ALGORITHMS:
         return f"digest {stored.digest[:16]!r} names no known algorithm"
     try:
         size = path.stat().st_size
